@@ -1,0 +1,206 @@
+"""MAML (Finn, Abbeel, Levine, 2017) in PaddleRec's DygraphModel interface.
+
+train_forward returns the meta-objective, the mean over the meta-batch of each
+task's query loss after `update_step` inner SGD steps from the meta-parameters:
+    theta'_t = theta - alpha * grad_theta L_support_t(theta)   (repeated)
+    loss     = mean_t L_query_t(theta'_t)
+The inner gradients come from paddle.grad(..., create_graph=True), so the
+driver's loss.backward() yields the true second-order meta-gradient;
+`first_order: True` drops the second-order terms (FOMAML).
+"""
+import os
+import sys
+
+import numpy as np
+import paddle
+
+from net import DOWNSAMPLE_STYLES, MAMLConvNet, cross_entropy
+
+# As in PaddleRec, the model folder reaches the shared tools three levels up.
+sys.path.append(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "tools")))
+from utils.config import Option, at_least, positive  # noqa: E402
+
+HYPER_PARAMETER_OPTIONS = [
+    Option("meta_optimizer.class", str, "Adam", "meta (outer) optimizer", choices=["Adam"]),
+    Option("meta_optimizer.learning_rate", float, 0.001, "meta learning rate (beta)",
+           (positive, "a number > 0")),
+    Option("meta_optimizer.strategy", str, "async", "PaddleRec key, not used", legacy=True),
+    Option("base_optimizer.class", str, "SGD", "inner-loop optimizer", choices=["SGD"]),
+    Option("base_optimizer.learning_rate", float, 0.4, "inner-loop step size (alpha)",
+           (positive, "a number > 0")),
+    Option("base_optimizer.strategy", str, "async", "PaddleRec key, not used", legacy=True),
+    Option("update_step", int, 1, "inner steps in meta-training", (at_least(0), "an integer >= 0")),
+    Option("update_step_test", int, 3, "inner steps at test", (at_least(0), "an integer >= 0")),
+    Option("first_order", bool, False, "True: first-order MAML (no second derivatives)"),
+    Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
+    Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
+    Option("k_query", int, 15, "query images per class", (positive, "an integer >= 1")),
+    Option("imgsize", int, 28, "images are resized to imgsize x imgsize",
+           (at_least(16), "an integer >= 16")),
+    Option("downsample", str, "stride", "stride: stride-2 convs + spatial mean (paper); "
+           "maxpool: stride-1 convs + 2x2 max-pool (PaddleRec)", choices=list(DOWNSAMPLE_STYLES)),
+    Option("bn_channel", int, 64, "filters per conv layer", (positive, "an integer >= 1")),
+    Option("conv_stride", int, 1, "PaddleRec key; `downsample` decides the stride", legacy=True),
+    Option("conv_padding", int, 1, "PaddleRec key; `downsample` decides the padding", legacy=True),
+    Option("conv_kernal", list, [3, 3], "PaddleRec key; the kernel is 3x3", legacy=True),
+]
+
+
+def adapt(model, params, x, y, steps, lr, mode, on_step=None):
+    """Run `steps` inner SGD steps on cross_entropy(model(x, params), y).
+
+    x: [B, C, H, W]; y: [B] int64; params: list of tensors ordered like
+    model.param_list. mode:
+      "second": the returned fast weights are differentiable functions of
+                `params` through every inner gradient (create_graph=True);
+      "first":  the inner gradients are constants (first-order MAML);
+      "none":   nothing is tracked (evaluation); returns detached leaves.
+    on_step(step, params) is called after each step. Returns the fast weights.
+    """
+    if mode == "none":
+        params = [_leaf(p) for p in params]
+    for step in range(1, steps + 1):
+        if mode == "second":
+            # Paddle 3.3.1 (and 2.6.2) silently return a wrong conv2d double
+            # gradient unless the conv input is itself a gradient input: make
+            # the batch a fresh leaf, ask for its gradient and drop it.
+            x_leaf = x.detach()
+            x_leaf.stop_gradient = False
+            loss = cross_entropy(model(x_leaf, params), y)
+            grads = paddle.grad(loss, params + [x_leaf], create_graph=True)[:-1]
+        else:
+            loss = cross_entropy(model(x, params), y)
+            grads = paddle.grad(loss, params, retain_graph=mode == "first")
+        params = [p - lr * g for p, g in zip(params, grads)]
+        if mode == "none":
+            params = [_leaf(p) for p in params]
+        if on_step is not None:
+            on_step(step, params)
+    return params
+
+
+def _leaf(tensor):
+    leaf = tensor.detach()
+    leaf.stop_gradient = False
+    return leaf
+
+
+def accuracy(logits, labels):
+    """Fraction of correct argmax predictions, a 0-d float tensor."""
+    return (logits.argmax(axis=-1) == labels).astype("float32").mean()
+
+
+class EpisodeAccuracy(paddle.metric.Metric):
+    """Collects one accuracy per task; accumulate() gives their mean,
+    confidence_interval() the half-width of the 95 % normal interval."""
+
+    def __init__(self, name):
+        super().__init__()
+        self._name = name
+        self.reset()
+
+    def name(self):
+        return self._name
+
+    def reset(self):
+        self.values = []
+
+    def update(self, values):
+        self.values.append(values)  # tensors: no host sync inside the step
+
+    def _array(self):
+        if not self.values:
+            return np.zeros([0])
+        return np.concatenate([np.asarray(v, dtype="float64").reshape(-1) for v in self.values])
+
+    def accumulate(self):
+        values = self._array()
+        return float(values.mean()) if len(values) else float("nan")
+
+    def confidence_interval(self):
+        values = self._array()
+        if len(values) < 2:
+            return float("nan")
+        return float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
+
+    def count(self):
+        return len(self._array())
+
+
+class DygraphModel:
+    """PaddleRec's model interface, for MAML few-shot classification."""
+
+    HYPER_PARAMETER_OPTIONS = HYPER_PARAMETER_OPTIONS
+
+    def create_model(self, config):
+        hp = config["hyper_parameters"]
+        return MAMLConvNet(n_way=hp["n_way"], in_channels=1, hidden_channels=hp["bn_channel"],
+                           downsample=hp["downsample"])
+
+    def create_feeds(self, batch_data, config):
+        """batch_data: list of episodes (support_x, support_y, query_x, query_y).
+        Returns four tensors stacked over tasks: [T, N*K, 1, H, W], [T, N*K],
+        [T, N*Q, 1, H, W], [T, N*Q]."""
+        dtype = paddle.get_default_dtype()
+        columns = list(zip(*batch_data))
+        return [paddle.to_tensor(np.stack(columns[0]).astype(dtype)),
+                paddle.to_tensor(np.stack(columns[1])),
+                paddle.to_tensor(np.stack(columns[2]).astype(dtype)),
+                paddle.to_tensor(np.stack(columns[3]))]
+
+    def create_loss(self, logits, labels):
+        return cross_entropy(logits, labels)
+
+    def create_optimizer(self, dy_model, config):
+        lr = config["hyper_parameters"]["meta_optimizer"]["learning_rate"]
+        return paddle.optimizer.Adam(learning_rate=lr, parameters=dy_model.parameters())
+
+    def create_metrics(self, steps):
+        """One EpisodeAccuracy per number of inner steps 0..steps (query accuracy)."""
+        metrics = [EpisodeAccuracy(f"acc_step{k}") for k in range(steps + 1)]
+        return metrics, [m.name() for m in metrics]
+
+    def train_forward(self, dy_model, metrics_list, batch_data, config):
+        """Meta-objective of one meta-batch; metrics_list[k] receives the query
+        accuracy after k inner steps. Returns (loss, metrics_list, print_dict)."""
+        hp = config["hyper_parameters"]
+        mode = "first" if hp["first_order"] else "second"
+        xs, ys, xq, yq = self.create_feeds(batch_data, config)
+        steps = hp["update_step"]
+        task_losses = []
+        for t in range(xs.shape[0]):
+            record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps)
+            record(0, dy_model.param_list)
+            fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
+                         hp["base_optimizer"]["learning_rate"], mode, on_step=record)
+            logits = dy_model(xq[t], fast)
+            task_losses.append(cross_entropy(logits, yq[t]))
+            metrics_list[steps].update(accuracy(logits.detach(), yq[t]))
+        loss = paddle.stack(task_losses).mean()
+        return loss, metrics_list, {"loss": loss}
+
+    def infer_forward(self, dy_model, metrics_list, batch_data, config):
+        """Adapt to each test task with `update_step_test` steps (no meta-graph);
+        metrics_list[k] receives the query accuracy after k steps."""
+        hp = config["hyper_parameters"]
+        xs, ys, xq, yq = self.create_feeds(batch_data, config)
+        steps = hp["update_step_test"]
+        for t in range(xs.shape[0]):
+            record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps + 1)
+            record(0, dy_model.param_list)
+            adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
+                  hp["base_optimizer"]["learning_rate"], "none", on_step=record)
+        return metrics_list, {}
+
+    @staticmethod
+    def _query_accuracy_recorder(dy_model, xq, yq, metrics_list, skip_step):
+        """on_step callback: query accuracy with the current fast weights, except
+        at `skip_step` (the caller records that one itself)."""
+
+        def record(step, params):
+            if step == skip_step:
+                return
+            with paddle.no_grad():
+                metrics_list[step].update(accuracy(dy_model(xq, params), yq))
+
+        return record

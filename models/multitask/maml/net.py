@@ -1,0 +1,147 @@
+"""The MAML conv-4 classifier with separated parameters.
+
+`MAMLConvNet.forward(x, params)` computes with an explicit list of weights, so
+the inner loop can hand it fast weights (new tensors, theta - alpha * grad)
+without ever writing into the meta-parameters.
+
+Everything inside `forward` is built from operators whose double gradient
+Paddle implements on CPU (conv2d, mean, rsqrt, relu, matmul, reshape,
+transpose, unbind, slice, exp, log): Paddle has no double-grad kernel for
+max_pool2d, flatten, log_softmax, logsumexp or max, and the fused batch_norm
+double grad is very slow on CPU. Second-order MAML differentiates through
+`forward` twice, so no other operator may appear here.
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+DOWNSAMPLE_STYLES = ("stride", "maxpool")
+NUM_BLOCKS = 4
+BN_EPSILON = 1e-5
+
+
+def batch_norm_current_batch(x, scale, bias, eps=BN_EPSILON):
+    """Batch norm with the statistics of the current batch, always.
+
+    x: [N, C, H, W]; scale, bias: [C]. Mean and (biased) variance are taken
+    over N, H and W of this very batch, in training and evaluation alike, as
+    in the MAML paper (no running statistics exist).
+    """
+    mean = x.mean(axis=[0, 2, 3], keepdim=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=[0, 2, 3], keepdim=True)
+    normed = centered * paddle.rsqrt(var + eps)
+    return normed * scale.reshape([1, -1, 1, 1]) + bias.reshape([1, -1, 1, 1])
+
+
+def max_pool_2x2(x):
+    """2x2 max-pooling, stride 2, floor mode (an odd last row/column is dropped).
+
+    x: [N, C, H, W] -> [N, C, H // 2, W // 2]. Built as max(a, b) = b + relu(a - b)
+    over the four window positions, which Paddle can differentiate twice.
+    """
+    n, c, h, w = x.shape
+    h2, w2 = h // 2, w // 2
+    if h != 2 * h2 or w != 2 * w2:
+        x = x[:, :, : 2 * h2, : 2 * w2]
+    windows = x.reshape([n, c, h2, 2, w2, 2]).transpose([0, 1, 2, 4, 3, 5])
+    a, b, c_, d = windows.reshape([n, c, h2, w2, 4]).unbind(axis=-1)
+    top = b + F.relu(a - b)
+    bottom = d + F.relu(c_ - d)
+    return bottom + F.relu(top - bottom)
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy, twice differentiable in Paddle.
+
+    logits: [B, n_way] float; labels: [B] int64. The log-sum-exp is shifted by
+    the detached row maximum: the value and every derivative are unchanged by
+    a constant shift, and exp() cannot overflow.
+    """
+    shift = logits.detach().max(axis=-1, keepdim=True)
+    log_sum_exp = paddle.log(paddle.exp(logits - shift).sum(axis=-1)) + shift.squeeze(-1)
+    one_hot = F.one_hot(labels, logits.shape[-1]).astype(logits.dtype)
+    picked = (logits * one_hot).sum(axis=-1)
+    return (log_sum_exp - picked).mean()
+
+
+class MAMLConvNet(nn.Layer):
+    """Four blocks of 3x3 conv (bn_channel filters) + batch norm + ReLU, then a linear classifier.
+
+    Parameter list (`self.param_list`, fixed order, created once):
+        per block i in 0..3: conv{i}.weight [C_out, C_in, 3, 3], conv{i}.bias [C_out],
+                             bn{i}.weight [C_out] (scale), bn{i}.bias [C_out]
+        then fc.weight [C_out, n_way], fc.bias [n_way]
+
+    downsample:
+        "stride":  3x3 conv with stride 2 and TF-style SAME padding, then after the
+                   last block the spatial mean (the MAML paper's Omniglot network,
+                   28 -> 14 -> 7 -> 4 -> 2 -> mean).
+        "maxpool": 3x3 conv with stride 1 and padding 1, then 2x2 max-pooling
+                   (the reference article's and PaddleRec's network, 28 -> 14 -> 7
+                   -> 3 -> 1), then the spatial mean (a no-op at 1x1).
+
+    Batch norm always uses the statistics of the current batch, in training and
+    in evaluation (the paper's setting): there are no running statistics, so
+    there is nothing to switch between train() and eval().
+    """
+
+    def __init__(self, n_way, in_channels=1, hidden_channels=64, downsample="stride",
+                 activation=F.relu):
+        super().__init__()
+        if downsample not in DOWNSAMPLE_STYLES:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
+        self.n_way = n_way
+        self.downsample = downsample
+        # The activation is a constructor argument so that gradient tests can use
+        # a smooth one (ReLU kinks make finite differences jump).
+        self.activation = activation
+        self.param_names = []
+        channels = in_channels
+        for i in range(NUM_BLOCKS):
+            fan_in, fan_out = channels * 9, hidden_channels * 9
+            bound = math.sqrt(6.0 / (fan_in + fan_out))  # Xavier uniform, as the authors' code
+            self._add(f"conv{i}.weight", [hidden_channels, channels, 3, 3],
+                      nn.initializer.Uniform(-bound, bound))
+            self._add(f"conv{i}.bias", [hidden_channels], nn.initializer.Constant(0.0))
+            self._add(f"bn{i}.weight", [hidden_channels], nn.initializer.Constant(1.0))
+            self._add(f"bn{i}.bias", [hidden_channels], nn.initializer.Constant(0.0))
+            channels = hidden_channels
+        bound = math.sqrt(6.0 / (channels + n_way))
+        self._add("fc.weight", [channels, n_way], nn.initializer.Uniform(-bound, bound))
+        self._add("fc.bias", [n_way], nn.initializer.Constant(0.0))
+
+    def _add(self, name, shape, initializer):
+        param = self.create_parameter(shape, default_initializer=initializer)
+        # Registered under a dotless name (Paddle forbids dots); the state_dict
+        # keys therefore read conv0_weight, ..., fc_bias.
+        self.add_parameter(name.replace(".", "_"), param)
+        self.param_names.append(name)
+
+    @property
+    def param_list(self):
+        """The meta-parameters, in the documented order."""
+        return [getattr(self, name.replace(".", "_")) for name in self.param_names]
+
+    def forward(self, x, params=None):
+        """x: [B, C, H, W] float; params: a list ordered like `param_list` (fast
+        weights) or None for the module's own. Returns logits [B, n_way]."""
+        if params is None:
+            params = self.param_list
+        if len(params) != len(self.param_names):
+            raise ValueError(f"expected {len(self.param_names)} parameters, got {len(params)}")
+        h = x
+        for i in range(NUM_BLOCKS):
+            w, b, scale, shift = params[4 * i: 4 * i + 4]
+            if self.downsample == "stride":
+                h = F.conv2d(h, w, b, stride=2, padding="SAME")
+            else:
+                h = F.conv2d(h, w, b, stride=1, padding=1)
+            h = self.activation(batch_norm_current_batch(h, scale, shift))
+            if self.downsample == "maxpool":
+                h = max_pool_2x2(h)
+        features = h.mean(axis=[2, 3])
+        fc_w, fc_b = params[-2], params[-1]
+        return paddle.matmul(features, fc_w) + fc_b

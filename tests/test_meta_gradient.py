@@ -1,0 +1,141 @@
+"""The project's train_forward meta-gradient against independent computations.
+
+Independent reference (float64): the MAML meta-gradient of
+    J(theta) = mean_t L_q_t(theta_K),  theta_{k+1} = theta_k - alpha * grad L_s_t(theta_k)
+is  v = grad L_q(theta_K);  for k = K-1 .. 0:  v <- v - alpha * H_s(theta_k) v,
+where each Hessian-vector product is a central difference of *first-order*
+gradients (no double-grad kernel involved). First-order MAML is v = grad L_q(theta_K).
+A second, cruder check compares directional derivatives of J itself (forward
+passes only) with the meta-gradient.
+A smooth activation (tanh) keeps finite differences free of ReLU kinks.
+"""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from dygraph_model import DygraphModel
+from net import MAMLConvNet, cross_entropy
+
+ALPHA = 0.3
+STEPS = 2
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+def make_config(first_order, downsample):
+    return {"hyper_parameters": {"n_way": 3, "k_spt": 2, "k_query": 2, "update_step": STEPS,
+                                 "update_step_test": STEPS, "first_order": first_order,
+                                 "downsample": downsample, "bn_channel": 6,
+                                 "base_optimizer": {"learning_rate": ALPHA}}}
+
+
+def make_batch(rng, tasks=2, n_way=3, k_spt=2, k_query=2, size=16):
+    batch = []
+    for _ in range(tasks):
+        batch.append((rng.rand(n_way * k_spt, 1, size, size), np.repeat(np.arange(n_way), k_spt),
+                      rng.rand(n_way * k_query, 1, size, size), np.repeat(np.arange(n_way), k_query)))
+    return batch
+
+
+def make_net(downsample, seed=0):
+    paddle.seed(seed)
+    net = MAMLConvNet(n_way=3, hidden_channels=6, downsample=downsample, activation=F.tanh)
+    rng = np.random.RandomState(seed + 1)
+    for p in net.param_list:  # non-trivial BN scales and biases
+        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
+    return net
+
+
+def project_meta_gradient(net, batch, config):
+    model = DygraphModel()
+    metrics, _ = model.create_metrics(STEPS)
+    for p in net.param_list:
+        p.clear_gradient()
+    loss, _, _ = model.train_forward(net, metrics, batch, config)
+    loss.backward()
+    return [p.grad.numpy().copy() for p in net.param_list], float(loss)
+
+
+def first_order_grad(net, params_np, x, y):
+    params = [paddle.to_tensor(p, stop_gradient=False) for p in params_np]
+    loss = cross_entropy(net(paddle.to_tensor(x), params), paddle.to_tensor(y))
+    return [g.numpy() for g in paddle.grad(loss, params)]
+
+
+def reference_meta_gradient(net, batch, first_order, eps=1e-6):
+    theta = [p.numpy().astype("float64") for p in net.param_list]
+    total = [np.zeros_like(p) for p in theta]
+    for xs, ys, xq, yq in batch:
+        trajectory = [theta]
+        for _ in range(STEPS):
+            grads = first_order_grad(net, trajectory[-1], xs, ys)
+            trajectory.append([p - ALPHA * g for p, g in zip(trajectory[-1], grads)])
+        v = first_order_grad(net, trajectory[-1], xq, yq)
+        if not first_order:
+            for point in reversed(trajectory[:-1]):
+                plus = first_order_grad(net, [p + eps * d for p, d in zip(point, v)], xs, ys)
+                minus = first_order_grad(net, [p - eps * d for p, d in zip(point, v)], xs, ys)
+                v = [d - ALPHA * (a - b) / (2 * eps) for d, a, b in zip(v, plus, minus)]
+        total = [t + d / len(batch) for t, d in zip(total, v)]
+    return total
+
+
+def meta_objective(net, batch, theta):
+    """J(theta) with plain first-order machinery (no graph kept)."""
+    losses = []
+    for xs, ys, xq, yq in batch:
+        params = theta
+        for _ in range(STEPS):
+            params = [p - ALPHA * g for p, g in zip(params, first_order_grad(net, params, xs, ys))]
+        with paddle.no_grad():
+            pt = [paddle.to_tensor(p) for p in params]
+            losses.append(float(cross_entropy(net(paddle.to_tensor(xq), pt), paddle.to_tensor(yq))))
+    return float(np.mean(losses))
+
+
+def relative_error(a, b):
+    a = np.concatenate([x.ravel() for x in a])
+    b = np.concatenate([x.ravel() for x in b])
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+def test_second_order_meta_gradient_matches_hessian_vector_reference(downsample):
+    net = make_net(downsample)
+    batch = make_batch(np.random.RandomState(3))
+    ours, _ = project_meta_gradient(net, batch, make_config(False, downsample))
+    reference = reference_meta_gradient(net, batch, first_order=False)
+    assert relative_error(ours, reference) < 1e-7
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+def test_second_order_meta_gradient_matches_directional_differences(downsample):
+    net = make_net(downsample, seed=5)
+    batch = make_batch(np.random.RandomState(7))
+    ours, loss = project_meta_gradient(net, batch, make_config(False, downsample))
+    theta = [p.numpy() for p in net.param_list]
+    assert abs(meta_objective(net, batch, theta) - loss) < 1e-12
+    rng = np.random.RandomState(11)
+    eps = 1e-7  # the error of the central difference shrinks as eps**2 (checked down to 1e-7)
+    for _ in range(3):
+        d = [rng.randn(*p.shape) for p in theta]
+        fd = (meta_objective(net, batch, [p + eps * e for p, e in zip(theta, d)])
+              - meta_objective(net, batch, [p - eps * e for p, e in zip(theta, d)])) / (2 * eps)
+        analytic = sum(float((g * e).sum()) for g, e in zip(ours, d))
+        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+def test_first_order_matches_reference_and_differs_from_second_order(downsample):
+    net = make_net(downsample, seed=2)
+    batch = make_batch(np.random.RandomState(4))
+    first, _ = project_meta_gradient(net, batch, make_config(True, downsample))
+    second, _ = project_meta_gradient(net, batch, make_config(False, downsample))
+    assert relative_error(first, reference_meta_gradient(net, batch, first_order=True)) < 1e-10
+    assert relative_error(first, second) > 1e-3

@@ -1,0 +1,192 @@
+"""Load, override and validate a PaddleRec-style YAML config.
+
+A config has two sections, `runner` (the drivers' keys, RUNNER_OPTIONS below)
+and `hyper_parameters` (the model's keys, declared by the model's
+dygraph_model.py as HYPER_PARAMETER_OPTIONS). Every key is declared once with
+its type, default and allowed range; an unknown key, a wrong type or a value
+out of range raises ConfigError with one line naming the file and the key.
+Path options are resolved relative to the config file's folder.
+"""
+import difflib
+import os
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; its message is one line for the user."""
+
+
+class Option:
+    """One config key: dotted name inside its section, type, default, check.
+
+    type: bool, int, float, str or list. A float option accepts an int.
+    default: REQUIRED means the key must be given.
+    check: (predicate, 'what is expected') or None.
+    legacy: accepted for PaddleRec compatibility but not used; a warning says so.
+    """
+
+    def __init__(self, name, type, default, doc, check=None, choices=None, path=False,
+                 legacy=False):
+        self.name, self.type, self.default, self.doc = name, type, default, doc
+        self.check, self.choices, self.path, self.legacy = check, choices, path, legacy
+
+
+REQUIRED = object()
+
+
+def positive(v):
+    return v > 0
+
+
+def at_least(n):
+    return lambda v: v >= n
+
+
+RUNNER_OPTIONS = [
+    Option("train_data_dir", str, REQUIRED, "training data folder (<alphabet>/<character>/*.png)",
+           path=True),
+    Option("train_reader_path", str, "omniglot_reader",
+           "reader module next to the config (importlib name)"),
+    Option("test_data_dir", str, REQUIRED, "test data folder, disjoint characters", path=True),
+    Option("infer_reader_path", str, "omniglot_reader", "reader module used by infer.py"),
+    Option("use_gpu", bool, False, "run on GPU 0 if Paddle was built with CUDA (else warn, use CPU)"),
+    Option("seed", int, 2017, "seeds Paddle, NumPy, Python and the training episode sampler"),
+    Option("train_batch_size", int, 32, "tasks per meta-batch", (positive, "an integer >= 1")),
+    Option("train_batches_per_epoch", int, 100, "meta-iterations per epoch (a checkpoint per epoch)",
+           (positive, "an integer >= 1")),
+    Option("epochs", int, 1, "epochs to train", (positive, "an integer >= 1")),
+    Option("print_interval", int, 10, "print the metrics every this many meta-iterations",
+           (positive, "an integer >= 1")),
+    Option("model_save_path", str, "output_model_maml", "checkpoint folder, one sub-folder per epoch",
+           path=True),
+    Option("resume", bool, True, "continue from the newest complete checkpoint in model_save_path"),
+    Option("infer_batch_size", int, 1, "test tasks adapted per batch in infer.py",
+           (positive, "an integer >= 1")),
+    Option("infer_load_path", str, "output_model_maml", "checkpoint folder infer.py reads",
+           path=True),
+    Option("infer_start_epoch", int, 0, "first epoch infer.py evaluates", (at_least(0), "an integer >= 0")),
+    Option("infer_end_epoch", int, 1, "infer.py evaluates epochs infer_start_epoch .. infer_end_epoch - 1",
+           (positive, "an integer >= 1")),
+    Option("infer_episodes", int, 600, "test episodes per evaluated epoch", (at_least(2), "an integer >= 2")),
+    Option("infer_seed", int, 1234, "seed of the test episode sampler (same episodes for every epoch)"),
+    Option("use_auc", bool, False, "PaddleRec key, not used by MAML", legacy=True),
+]
+
+
+def _type_ok(value, type_):
+    if type_ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, type_)
+
+
+def _flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _set_nested(tree, dotted, value):
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+def parse_override(text):
+    """'section.key=value' -> ('section.key', value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or "." not in key:
+        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. runner.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def read_yaml(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} not found")
+    try:
+        with open(path) as f:
+            tree = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path}: expected a mapping with runner: and "
+                          f"hyper_parameters:, found {type(tree).__name__}")
+    return tree
+
+
+def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
+    """Read PATH, apply overrides ('section.key=value'), validate.
+
+    Returns {'runner': {...}, 'hyper_parameters': {...}, 'config_path': abs path,
+    'config_dir': abs folder}; nested YAML keys stay nested, every declared key
+    is present (defaults filled), path options are absolute.
+    """
+    path = os.path.abspath(path)
+    tree = read_yaml(path)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_nested(tree, key, value)
+    sections = {"runner": RUNNER_OPTIONS, "hyper_parameters": list(hyper_parameter_options)}
+    unknown_sections = set(tree) - set(sections)
+    if unknown_sections:
+        raise ConfigError(f"config file {path}: unknown section {sorted(unknown_sections)[0]!r}; "
+                          f"expected runner and hyper_parameters")
+    config = {"config_path": path, "config_dir": os.path.dirname(path)}
+    for section, options in sections.items():
+        given = tree.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"config file {path}: {section} must be a mapping")
+        config[section] = _validate_section(path, section, _flatten(given), options, warn)
+    return config
+
+
+def _validate_section(path, section, given, options, warn):
+    by_name = {o.name: o for o in options}
+    for key in given:
+        if key not in by_name:
+            close = difflib.get_close_matches(key, by_name, n=1)
+            hint = f" (did you mean {section}.{close[0]}?)" if close else ""
+            raise ConfigError(f"config file {path}: unknown key {section}.{key}{hint}")
+    values = {}
+    for option in options:
+        full = f"{section}.{option.name}"
+        if option.name not in given:
+            if option.default is REQUIRED:
+                raise ConfigError(f"config file {path}: missing key {full} ({option.doc})")
+            value = option.default
+        else:
+            value = given[option.name]
+            if option.legacy:
+                warn(f"warning: {full} is a PaddleRec key that this model ignores")
+            if not _type_ok(value, option.type):
+                raise ConfigError(f"config file {path}: {full} = {value!r} has type "
+                                  f"{type(value).__name__}, expected {option.type.__name__}")
+            if option.type is float:
+                value = float(value)
+            if option.choices is not None and value not in option.choices:
+                raise ConfigError(f"config file {path}: {full} = {value!r}, expected one of "
+                                  f"{', '.join(map(str, option.choices))}")
+            if option.check is not None and not option.check[0](value):
+                raise ConfigError(f"config file {path}: {full} = {value!r}, expected {option.check[1]}")
+        if option.path and isinstance(value, str):
+            value = os.path.normpath(os.path.join(os.path.dirname(path), value))
+        _set_nested(values, option.name, value)
+    return values
