@@ -2,8 +2,6 @@
 import os
 import sys
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(ROOT, "models", "multitask", "maml")
 TOOLS_DIR = os.path.join(ROOT, "tools")
@@ -13,4 +11,4 @@ for path in (MODEL_DIR, TOOLS_DIR):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import numpy  # noqa: E402,F401  (numpy before paddle: see README's note on Paddle 2.6)
+import utils  # noqa: E402,F401  (sets MKL_DEBUG_CPU_TYPE on AMD before Paddle loads)

@@ -68,8 +68,8 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None):
             x_leaf.stop_gradient = False
             loss = cross_entropy(model(x_leaf, params), y)
             grads = paddle.grad(loss, params + [x_leaf], create_graph=True)[:-1]
-        else:
-            loss = cross_entropy(model(x, params), y)
+        else:  # no double gradient needed: the fused kernels
+            loss = cross_entropy(model(x, params, twice_differentiable=False), y, False)
             grads = paddle.grad(loss, params, retain_graph=mode == "first")
         params = [p - lr * g for p, g in zip(params, grads)]
         if mode == "none":
@@ -137,6 +137,12 @@ class DygraphModel:
         return MAMLConvNet(n_way=hp["n_way"], in_channels=1, hidden_channels=hp["bn_channel"],
                            downsample=hp["downsample"])
 
+    def network_description(self, config):
+        """What a checkpoint must match to be loaded into this config's model."""
+        hp = config["hyper_parameters"]
+        return {"model": "maml_conv4", "n_way": hp["n_way"], "downsample": hp["downsample"],
+                "bn_channel": hp["bn_channel"]}
+
     def create_feeds(self, batch_data, config):
         """batch_data: list of episodes (support_x, support_y, query_x, query_y).
         Returns four tensors stacked over tasks: [T, N*K, 1, H, W], [T, N*K],
@@ -173,8 +179,10 @@ class DygraphModel:
             record(0, dy_model.param_list)
             fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
                          hp["base_optimizer"]["learning_rate"], mode, on_step=record)
-            logits = dy_model(xq[t], fast)
-            task_losses.append(cross_entropy(logits, yq[t]))
+            # The query loss is differentiated once (through the fast weights
+            # and, behind them, the inner gradients): the fused kernels serve.
+            logits = dy_model(xq[t], fast, twice_differentiable=False)
+            task_losses.append(cross_entropy(logits, yq[t], twice_differentiable=False))
             metrics_list[steps].update(accuracy(logits.detach(), yq[t]))
         loss = paddle.stack(task_losses).mean()
         return loss, metrics_list, {"loss": loss}
@@ -201,6 +209,7 @@ class DygraphModel:
             if step == skip_step:
                 return
             with paddle.no_grad():
-                metrics_list[step].update(accuracy(dy_model(xq, params), yq))
+                logits = dy_model(xq, params, twice_differentiable=False)
+                metrics_list[step].update(accuracy(logits, yq))
 
         return record

@@ -4,12 +4,14 @@
 the inner loop can hand it fast weights (new tensors, theta - alpha * grad)
 without ever writing into the meta-parameters.
 
-Everything inside `forward` is built from operators whose double gradient
+Everything inside `forward` (with twice_differentiable=True) is built from operators whose double gradient
 Paddle implements on CPU (conv2d, mean, rsqrt, relu, matmul, reshape,
-transpose, unbind, slice, exp, log): Paddle has no double-grad kernel for
+transpose, tile, unbind, slice, exp, log): Paddle has no double-grad kernel for
 max_pool2d, flatten, log_softmax, logsumexp or max, and the fused batch_norm
 double grad is very slow on CPU. Second-order MAML differentiates through
-`forward` twice, so no other operator may appear here.
+the support-set forward twice, so no other operator may appear there; the
+query forward and evaluation are differentiated at most once and use the fused
+kernels (twice_differentiable=False).
 """
 import math
 
@@ -27,13 +29,27 @@ def batch_norm_current_batch(x, scale, bias, eps=BN_EPSILON):
 
     x: [N, C, H, W]; scale, bias: [C]. Mean and (biased) variance are taken
     over N, H and W of this very batch, in training and evaluation alike, as
-    in the MAML paper (no running statistics exist).
+    in the MAML paper (no running statistics exist). Computed on x viewed as
+    [N*C, H*W] rows, because Paddle's CPU kernels broadcast along the last axis
+    several times faster than along the channel axis of NCHW.
     """
-    mean = x.mean(axis=[0, 2, 3], keepdim=True)
-    centered = x - mean
-    var = (centered * centered).mean(axis=[0, 2, 3], keepdim=True)
-    normed = centered * paddle.rsqrt(var + eps)
-    return normed * scale.reshape([1, -1, 1, 1]) + bias.reshape([1, -1, 1, 1])
+    n, c, h, w = x.shape
+    rows = x.reshape([n * c, h * w])
+    mean = rows.mean(axis=-1).reshape([n, c]).mean(axis=0)
+    centered = rows - mean.tile([n]).unsqueeze(-1)
+    var = (centered * centered).mean(axis=-1).reshape([n, c]).mean(axis=0)
+    gain = scale * paddle.rsqrt(var + eps)
+    out = centered * gain.tile([n]).unsqueeze(-1) + bias.tile([n]).unsqueeze(-1)
+    return out.reshape([n, c, h, w])
+
+
+def fused_batch_norm_current_batch(x, scale, bias, eps=BN_EPSILON):
+    """The same function through Paddle's fused kernel: fast, but its double
+    gradient is very slow on CPU, so it serves only where no double gradient
+    is taken. The running-statistics buffers it insists on are thrown away."""
+    c = x.shape[1]
+    return F.batch_norm(x, paddle.zeros([c], x.dtype), paddle.ones([c], x.dtype), scale, bias,
+                        training=True, epsilon=eps)
 
 
 def max_pool_2x2(x):
@@ -53,13 +69,16 @@ def max_pool_2x2(x):
     return bottom + F.relu(top - bottom)
 
 
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy, twice differentiable in Paddle.
+def cross_entropy(logits, labels, twice_differentiable=True):
+    """Mean softmax cross-entropy; twice differentiable in Paddle unless
+    twice_differentiable=False selects the fused F.cross_entropy.
 
     logits: [B, n_way] float; labels: [B] int64. The log-sum-exp is shifted by
     the detached row maximum: the value and every derivative are unchanged by
     a constant shift, and exp() cannot overflow.
     """
+    if not twice_differentiable:
+        return F.cross_entropy(logits, labels)
     shift = logits.detach().max(axis=-1, keepdim=True)
     log_sum_exp = paddle.log(paddle.exp(logits - shift).sum(axis=-1)) + shift.squeeze(-1)
     one_hot = F.one_hot(labels, logits.shape[-1]).astype(logits.dtype)
@@ -125,9 +144,13 @@ class MAMLConvNet(nn.Layer):
         """The meta-parameters, in the documented order."""
         return [getattr(self, name.replace(".", "_")) for name in self.param_names]
 
-    def forward(self, x, params=None):
+    def forward(self, x, params=None, twice_differentiable=True):
         """x: [B, C, H, W] float; params: a list ordered like `param_list` (fast
-        weights) or None for the module's own. Returns logits [B, n_way]."""
+        weights) or None for the module's own. Returns logits [B, n_way].
+
+        twice_differentiable=False computes the same function with Paddle's fused
+        batch_norm and max_pool2d kernels: faster, but only once differentiable
+        (enough for evaluation, first-order MAML and the query loss)."""
         if params is None:
             params = self.param_list
         if len(params) != len(self.param_names):
@@ -139,9 +162,12 @@ class MAMLConvNet(nn.Layer):
                 h = F.conv2d(h, w, b, stride=2, padding="SAME")
             else:
                 h = F.conv2d(h, w, b, stride=1, padding=1)
-            h = self.activation(batch_norm_current_batch(h, scale, shift))
+            if twice_differentiable:
+                h = self.activation(batch_norm_current_batch(h, scale, shift))
+            else:
+                h = self.activation(fused_batch_norm_current_batch(h, scale, shift))
             if self.downsample == "maxpool":
-                h = max_pool_2x2(h)
+                h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
         features = h.mean(axis=[2, 3])
         fc_w, fc_b = params[-2], params[-1]
         return paddle.matmul(features, fc_w) + fc_b

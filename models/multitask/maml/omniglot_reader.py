@@ -97,6 +97,22 @@ class RecDataset(paddle.io.IterableDataset):
         self.rng = np.random.RandomState(seed)
         self.num_episodes = num_episodes
 
+    @classmethod
+    def from_config(cls, config, mode, characters=None):
+        """The training sampler (mode "train": runner.train_data_dir, runner.seed,
+        endless) or the test sampler (mode "infer": runner.test_data_dir,
+        runner.infer_seed, runner.infer_episodes episodes)."""
+        hp, runner = config["hyper_parameters"], config["runner"]
+        if mode == "train":
+            data_dir, seed, num_episodes = runner["train_data_dir"], runner["seed"], None
+        elif mode == "infer":
+            data_dir, seed, num_episodes = (runner["test_data_dir"], runner["infer_seed"],
+                                            runner["infer_episodes"])
+        else:
+            raise ValueError(f"mode must be train or infer, got {mode!r}")
+        return cls(data_dir, hp["n_way"], hp["k_spt"], hp["k_query"], hp["imgsize"], seed,
+                   num_episodes=num_episodes, characters=characters)
+
     def sample_episode(self):
         shots = self.k_spt + self.k_query
         classes = self.rng.choice(len(self.characters), self.n_way, replace=False)

@@ -1,0 +1,86 @@
+"""Evaluate saved epochs on test episodes, the way few-shot papers report.
+
+    python tools/infer.py -m models/multitask/maml/config.yaml [-o ...]
+
+For each epoch runner.infer_start_epoch .. runner.infer_end_epoch - 1 found in
+runner.infer_load_path, adapts to runner.infer_episodes test tasks (the same
+episodes for every epoch, from runner.infer_seed) and prints the query accuracy
+mean +- 95 % confidence interval after 0, 1, ..., update_step_test inner steps.
+Also writes the numbers to INFER_LOAD_PATH/infer_results.json.
+"""
+import itertools
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from utils import checkpoint, cli, runtime  # noqa: E402
+
+
+def evaluate_epoch(model_def, model, dataset, config):
+    """Per-step (mean, ci95, episodes) over all of DATASET's episodes."""
+    metrics, names = model_def.create_metrics(config["hyper_parameters"]["update_step_test"])
+    episodes = iter(dataset)
+    while True:
+        batch = list(itertools.islice(episodes, config["runner"]["infer_batch_size"]))
+        if not batch:
+            break
+        model_def.infer_forward(model, metrics, batch, config)
+    return [{"step": k, "accuracy": m.accumulate(), "ci95": m.confidence_interval(),
+             "episodes": m.count()} for k, m in enumerate(metrics)]
+
+
+def infer(args):
+    config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
+    runner = config["runner"]
+    runtime.set_device(runner["use_gpu"])
+    runtime.seed_everything(runner["seed"])
+    load_path, first, end = runner["infer_load_path"], runner["infer_start_epoch"], runner["infer_end_epoch"]
+    if end <= first:
+        raise ValueError(f"config file {config['config_path']}: runner.infer_end_epoch = {end} must be "
+                         f"greater than runner.infer_start_epoch = {first} (the range excludes the end)")
+    epochs = [e for e in checkpoint.epochs_in(load_path) if first <= e < end]
+    if not epochs:
+        raise ValueError(f"no checkpoint for epochs {first}..{end - 1} in {load_path} "
+                         f"(runner.infer_load_path); train first or change runner.infer_start_epoch/"
+                         f"infer_end_epoch")
+    reader = runtime.import_from_config_dir(config["config_dir"], runner["infer_reader_path"],
+                                            "runner.infer_reader_path")
+    characters = reader.RecDataset.from_config(config, "infer").characters  # decode once
+    model = model_def.create_model(config)
+    network = model_def.network_description(config)
+    results = {"config": config["config_path"], "episodes": runner["infer_episodes"],
+               "n_way": config["hyper_parameters"]["n_way"], "epochs": {}}
+    for epoch in epochs:
+        path = os.path.join(load_path, str(epoch))
+        try:
+            meta = checkpoint.verify(path)
+        except checkpoint.CheckpointError as e:
+            print(f"warning: {e}; skipped")
+            continue
+        checkpoint.check_network(path, meta, network)
+        checkpoint.load(path, model)
+        start = time.time()
+        dataset = reader.RecDataset.from_config(config, "infer", characters=characters)
+        per_step = evaluate_epoch(model_def, model, dataset, config)
+        seconds = time.time() - start
+        results["epochs"][str(epoch)] = per_step
+        print(f"epoch {epoch}: {per_step[0]['episodes']} test episodes, {seconds:.1f} s")
+        for row in per_step:
+            print(f"  after {row['step']} inner steps: accuracy {100 * row['accuracy']:.2f} "
+                  f"+- {100 * row['ci95']:.2f} %")
+        sys.stdout.flush()
+    out = os.path.join(load_path, "infer_results.json")
+    with open(out + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(out + ".tmp", out)
+    print(f"results written to {out}")
+
+
+def main(argv=None):
+    cli.run(infer, argv, description=__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

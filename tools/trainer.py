@@ -1,0 +1,89 @@
+"""Meta-train a model from its config, PaddleRec style.
+
+    python tools/trainer.py -m models/multitask/maml/config.yaml [-o runner.epochs=2 ...]
+
+Prints the meta-loss, the query accuracy after each inner step and tasks/s
+every runner.print_interval meta-iterations; writes a checkpoint per epoch to
+runner.model_save_path and, with runner.resume (default True), continues from
+the newest complete checkpoint there.
+"""
+import itertools
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from utils import checkpoint, cli, runtime  # noqa: E402
+
+
+def train(args):
+    config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
+    runner, hp = config["runner"], config["hyper_parameters"]
+    runtime.set_device(runner["use_gpu"])
+    runtime.seed_everything(runner["seed"])
+    reader = runtime.import_from_config_dir(config["config_dir"], runner["train_reader_path"],
+                                            "runner.train_reader_path")
+    dataset = reader.RecDataset.from_config(config, "train")
+    model = model_def.create_model(config)
+    optimizer = model_def.create_optimizer(model, config)
+    network = model_def.network_description(config)
+    save_path = runner["model_save_path"]
+
+    start_epoch = 0
+    if runner["resume"]:
+        found = checkpoint.latest_good(save_path)
+        if found is not None:
+            epoch, path, meta = found
+            checkpoint.check_network(path, meta, network)
+            state = checkpoint.load(path, model, optimizer)
+            runtime.set_rng_states(state["rng"])
+            dataset.set_state(state["sampler"])
+            start_epoch = epoch + 1
+            print(f"resumed from {path} (epoch {epoch} done)")
+    if start_epoch >= runner["epochs"]:
+        print(f"training already complete: {save_path} holds epoch {start_epoch - 1} of "
+              f"runner.epochs = {runner['epochs']}; raise runner.epochs to train on, or set "
+              f"runner.resume=False to start anew")
+        return
+
+    episodes = iter(dataset)
+    metrics, names = model_def.create_metrics(hp["update_step"])
+    batch_size, per_epoch = runner["train_batch_size"], runner["train_batches_per_epoch"]
+    for epoch in range(start_epoch, runner["epochs"]):
+        interval_start, interval_losses = time.time(), []
+        for it in range(per_epoch):
+            batch = list(itertools.islice(episodes, batch_size))
+            loss, metrics, _ = model_def.train_forward(model, metrics, batch, config)
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                last = checkpoint.latest_good(save_path, warn=lambda _: None)
+                kept = f"; the last good checkpoint is {last[1]}" if last else ""
+                raise FloatingPointError(f"meta-loss is {loss_value} at epoch {epoch}, iteration {it}; "
+                                         f"stopping without saving{kept}")
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            interval_losses.append(loss_value)
+            if (it + 1) % runner["print_interval"] == 0 or it + 1 == per_epoch:
+                elapsed = time.time() - interval_start
+                accs = ", ".join(f"{n}: {m.accumulate():.4f}" for n, m in zip(names, metrics))
+                print(f"epoch: {epoch}, batch_id: {it + 1}/{per_epoch}, "
+                      f"loss: {sum(interval_losses) / len(interval_losses):.4f}, query {accs}, "
+                      f"tasks/s: {len(interval_losses) * batch_size / elapsed:.1f}", flush=True)
+                for m in metrics:
+                    m.reset()
+                interval_start, interval_losses = time.time(), []
+        state = {"epoch": epoch, "iteration": (epoch + 1) * per_epoch,
+                 "rng": runtime.rng_states(), "sampler": dataset.get_state()}
+        path = checkpoint.save(save_path, epoch, model, optimizer, state, network)
+        checkpoint.prune(save_path, runner["keep_last_checkpoints"])
+        print(f"epoch {epoch} done, checkpoint saved to {path}", flush=True)
+
+
+def main(argv=None):
+    cli.run(train, argv, description=__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Checkpoints: one folder per epoch, written atomically, verified on load.
+
+MODEL_SAVE_PATH/<epoch>/ holds rec.pdparams (model), rec.pdopt (optimizer),
+trainer_state.pkl (epoch, iteration, random states, sampler state) and, written
+last, meta.json (the network's shape and the SHA-256 of each file). The folder
+is built under a temporary name and renamed into place, so a reader never sees
+a half-written checkpoint; a folder whose meta.json is missing or whose files
+do not match it is reported and skipped.
+"""
+import hashlib
+import json
+import os
+import pickle
+import shutil
+
+import paddle
+
+FILES = ("rec.pdparams", "rec.pdopt", "trainer_state.pkl")
+META = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names it."""
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(root, epoch, model, optimizer, trainer_state, network):
+    """Write checkpoint EPOCH under ROOT atomically. network: dict describing the
+    model's shape (checked when loading)."""
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, str(epoch))
+    tmp = os.path.join(root, f".tmp-{epoch}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    paddle.save(model.state_dict(), os.path.join(tmp, "rec.pdparams"))
+    paddle.save(optimizer.state_dict() if optimizer is not None else {}, os.path.join(tmp, "rec.pdopt"))
+    with open(os.path.join(tmp, "trainer_state.pkl"), "wb") as f:
+        pickle.dump(trainer_state, f)
+    meta = {"epoch": epoch, "network": network,
+            "sha256": {name: _sha256(os.path.join(tmp, name)) for name in FILES}}
+    for name in FILES:
+        with open(os.path.join(tmp, name), "rb+") as f:
+            os.fsync(f.fileno())
+    with open(os.path.join(tmp, META), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if os.path.exists(final):  # a rerun replaces an old checkpoint of the same epoch
+        old = os.path.join(root, f".old-{epoch}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    return final
+
+
+def verify(path):
+    """Return the meta dict of checkpoint folder PATH; raise CheckpointError naming
+    the file if it is incomplete or corrupt."""
+    meta_path = os.path.join(path, META)
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} is incomplete ({META} missing)") from None
+    except (OSError, ValueError):
+        raise CheckpointError(f"checkpoint file {meta_path} is corrupt") from None
+    for name in FILES:
+        file_path = os.path.join(path, name)
+        if not os.path.isfile(file_path):
+            raise CheckpointError(f"checkpoint file {file_path} is missing")
+        if _sha256(file_path) != meta.get("sha256", {}).get(name):
+            raise CheckpointError(f"checkpoint file {file_path} is corrupt (checksum mismatch)")
+    return meta
+
+
+def epochs_in(root):
+    """Sorted epoch numbers of the checkpoint folders under ROOT (complete or not)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(name) for name in os.listdir(root) if name.isdigit())
+
+
+def latest_good(root, warn=print):
+    """(epoch, path, meta) of the newest verified checkpoint under ROOT, or None.
+    Bad ones are reported and skipped."""
+    for epoch in reversed(epochs_in(root)):
+        path = os.path.join(root, str(epoch))
+        try:
+            return epoch, path, verify(path)
+        except CheckpointError as e:
+            warn(f"warning: {e}; trying an older one")
+    return None
+
+
+def check_network(path, meta, network):
+    """Raise CheckpointError if the checkpoint was made for another network shape."""
+    saved = meta.get("network", {})
+    for key, value in network.items():
+        if saved.get(key) != value:
+            raise CheckpointError(f"checkpoint {path} was made for {key} = {saved.get(key)!r}, "
+                                  f"but the config says {value!r}")
+
+
+def load(path, model, optimizer=None):
+    """Load verified checkpoint PATH into MODEL (and OPTIMIZER); returns trainer_state."""
+    model.set_state_dict(paddle.load(os.path.join(path, "rec.pdparams")))
+    if optimizer is not None:
+        optimizer.set_state_dict(paddle.load(os.path.join(path, "rec.pdopt")))
+    with open(os.path.join(path, "trainer_state.pkl"), "rb") as f:
+        return pickle.load(f)
+
+
+def prune(root, keep_last):
+    """Delete all but the newest KEEP_LAST checkpoint folders (0: keep all)."""
+    if keep_last <= 0:
+        return
+    for epoch in epochs_in(root)[:-keep_last]:
+        shutil.rmtree(os.path.join(root, str(epoch)), ignore_errors=True)
