@@ -34,7 +34,13 @@ HYPER_PARAMETER_OPTIONS = [
     Option("first_order", bool, False, "True: first-order MAML (no second derivatives)"),
     Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
     Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
-    Option("k_query", int, 15, "query images per class", (positive, "an integer >= 1")),
+    Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
+    Option("k_query_test", int, 15, "query images per class in test episodes (infer.py)",
+           (positive, "an integer >= 1")),
+    Option("rotations", list, [0], "each character is one class per angle listed (degrees)",
+           (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(r in (0, 90, 180, 270) and
+                                                                   not isinstance(r, bool) for r in v),
+            "a list of distinct angles from 0, 90, 180, 270")),
     Option("imgsize", int, 28, "images are resized to imgsize x imgsize",
            (at_least(16), "an integer >= 16")),
     Option("downsample", str, "stride", "stride: stride-2 convs + spatial mean (paper); "

@@ -1,10 +1,15 @@
 """N-way K-shot episodes from a folder of Omniglot characters.
 
-Layout read: DATA_DIR/<alphabet>/<character>/*.png; every character folder is
-one class. Each image is decoded once, when the dataset is built (OpenCV,
-grayscale, resized to imgsize x imgsize with area interpolation, inverted so
-that strokes are 1 and background 0), and kept as uint8; sampling an episode
-only indexes that array.
+Two layouts are read:
+  - DATA_DIR/<alphabet>/<character>/*.png (the bundled sample data): every
+    character folder is one class; each image is decoded once, when the dataset
+    is built (OpenCV, grayscale, resized to imgsize x imgsize with area
+    interpolation, inverted so that strokes are 1 and background 0);
+  - DATA_DIR/images.npy, uint8 [characters, drawings, S, S] with strokes = 255,
+    and characters.txt (what datasets/omniglot/run.sh prepares): no decoding at all.
+Images are kept as uint8; sampling an episode only indexes those arrays.
+`rotations` (degrees, multiples of 90) turn every character into one class per
+angle, as in the MAML paper's Omniglot protocol.
 """
 import os
 
@@ -50,22 +55,45 @@ def load_character(character_dir, imgsize):
     return np.stack(images)
 
 
-class OmniglotCharacters:
-    """Every character of a data folder, decoded once.
+def load_prepared(data_dir, imgsize):
+    """Characters of a prepared folder (images.npy): list of uint8 [drawings, imgsize, imgsize]."""
+    path = os.path.join(data_dir, "images.npy")
+    try:
+        array = np.load(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); rerun datasets/omniglot/run.sh") from None
+    if array.ndim != 4 or array.dtype != np.uint8:
+        raise ValueError(f"{path}: expected uint8 [characters, drawings, H, W], found "
+                         f"{array.dtype} {list(array.shape)}")
+    if array.shape[2:] != (imgsize, imgsize):
+        import cv2
 
-    images: list of uint8 [num_images_c, imgsize, imgsize], one entry per class.
+        array = np.stack([[cv2.resize(im, (imgsize, imgsize), interpolation=cv2.INTER_AREA)
+                           for im in character] for character in array])
+    return list(array)
+
+
+class OmniglotCharacters:
+    """Every class of a data folder, decoded once.
+
+    images: list of uint8 [num_images_c, imgsize, imgsize], one entry per class
+    (per character and rotation).
     """
 
-    def __init__(self, data_dir, imgsize, min_images):
+    def __init__(self, data_dir, imgsize, min_images, rotations=(0,)):
         self.data_dir = data_dir
-        self.character_dirs = find_character_dirs(data_dir)
-        self.images = []
-        for character_dir in self.character_dirs:
-            images = load_character(character_dir, imgsize)
+        if os.path.isfile(os.path.join(data_dir, "images.npy")):
+            characters = load_prepared(data_dir, imgsize)
+            names = [f"{data_dir} character {i}" for i in range(len(characters))]
+        else:
+            names = find_character_dirs(data_dir)
+            characters = [load_character(d, imgsize) for d in names]
+        for name, images in zip(names, characters):
             if len(images) < min_images:
-                raise ValueError(f"{character_dir} has {len(images)} images, fewer than "
+                raise ValueError(f"{name} has {len(images)} images, fewer than "
                                  f"k_spt + k_query = {min_images}")
-            self.images.append(images)
+        self.images = [np.ascontiguousarray(np.rot90(images, angle // 90, axes=(1, 2)))
+                       for angle in rotations for images in characters]
 
     def __len__(self):
         return len(self.images)
@@ -87,12 +115,13 @@ class RecDataset(paddle.io.IterableDataset):
     """
 
     def __init__(self, data_dir, n_way, k_spt, k_query, imgsize, seed, num_episodes=None,
-                 characters=None):
+                 characters=None, rotations=(0,)):
         super().__init__()
         self.n_way, self.k_spt, self.k_query = n_way, k_spt, k_query
-        self.characters = characters or OmniglotCharacters(data_dir, imgsize, k_spt + k_query)
+        self.characters = characters or OmniglotCharacters(data_dir, imgsize, k_spt + k_query,
+                                                           rotations)
         if len(self.characters) < n_way:
-            raise ValueError(f"data directory {data_dir} has {len(self.characters)} characters, "
+            raise ValueError(f"data directory {data_dir} has {len(self.characters)} classes, "
                              f"fewer than n_way = {n_way}")
         self.rng = np.random.RandomState(seed)
         self.num_episodes = num_episodes
@@ -105,13 +134,15 @@ class RecDataset(paddle.io.IterableDataset):
         hp, runner = config["hyper_parameters"], config["runner"]
         if mode == "train":
             data_dir, seed, num_episodes = runner["train_data_dir"], runner["seed"], None
+            k_query = hp["k_query"]
         elif mode == "infer":
             data_dir, seed, num_episodes = (runner["test_data_dir"], runner["infer_seed"],
                                             runner["infer_episodes"])
+            k_query = hp["k_query_test"]
         else:
             raise ValueError(f"mode must be train or infer, got {mode!r}")
-        return cls(data_dir, hp["n_way"], hp["k_spt"], hp["k_query"], hp["imgsize"], seed,
-                   num_episodes=num_episodes, characters=characters)
+        return cls(data_dir, hp["n_way"], hp["k_spt"], k_query, hp["imgsize"], seed,
+                   num_episodes=num_episodes, characters=characters, rotations=hp["rotations"])
 
     def sample_episode(self):
         shots = self.k_spt + self.k_query
