@@ -44,7 +44,7 @@ def at_least(n):
 
 
 RUNNER_OPTIONS = [
-    Option("train_data_dir", str, REQUIRED, "training data folder (<alphabet>/<character>/*.png)",
+    Option("train_data_dir", str, REQUIRED, "training data: <alphabet>/<character>/*.png, or a folder prepared by run.sh",
            path=True),
     Option("train_reader_path", str, "omniglot_reader",
            "reader module next to the config (importlib name)"),

@@ -29,6 +29,10 @@ HYPER_PARAMETER_OPTIONS = [
     Option("base_optimizer.learning_rate", float, 0.4, "inner-loop step size (alpha)",
            (positive, "a number > 0")),
     Option("base_optimizer.strategy", str, "async", "PaddleRec key, not used", legacy=True),
+    Option("inner_loss_reduction", str, "mean",
+           "mean: inner loss = mean cross-entropy over the support images; authors: summed and "
+           "divided by k_spt as in cbfinn/maml's xent (= n_way x mean, so alpha acts n_way times larger)",
+           choices=["mean", "authors"]),
     Option("update_step", int, 1, "inner steps in meta-training", (at_least(0), "an integer >= 0")),
     Option("update_step_test", int, 3, "inner steps at test", (at_least(0), "an integer >= 0")),
     Option("first_order", bool, False, "True: first-order MAML (no second derivatives)"),
@@ -160,6 +164,13 @@ class DygraphModel:
                 paddle.to_tensor(np.stack(columns[2]).astype(dtype)),
                 paddle.to_tensor(np.stack(columns[3]))]
 
+    @staticmethod
+    def inner_lr(config):
+        """The step size applied to the gradient of the *mean* support loss."""
+        hp = config["hyper_parameters"]
+        scale = hp["n_way"] if hp["inner_loss_reduction"] == "authors" else 1
+        return hp["base_optimizer"]["learning_rate"] * scale
+
     def create_loss(self, logits, labels):
         return cross_entropy(logits, labels)
 
@@ -184,7 +195,7 @@ class DygraphModel:
             record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps)
             record(0, dy_model.param_list)
             fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
-                         hp["base_optimizer"]["learning_rate"], mode, on_step=record)
+                         self.inner_lr(config), mode, on_step=record)
             # The query loss is differentiated once (through the fast weights
             # and, behind them, the inner gradients): the fused kernels serve.
             logits = dy_model(xq[t], fast, twice_differentiable=False)
@@ -203,7 +214,7 @@ class DygraphModel:
             record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps + 1)
             record(0, dy_model.param_list)
             adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
-                  hp["base_optimizer"]["learning_rate"], "none", on_step=record)
+                  self.inner_lr(config), "none", on_step=record)
         return metrics_list, {}
 
     @staticmethod

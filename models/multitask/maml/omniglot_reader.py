@@ -118,7 +118,7 @@ class RecDataset(paddle.io.IterableDataset):
                  characters=None, rotations=(0,)):
         super().__init__()
         self.n_way, self.k_spt, self.k_query = n_way, k_spt, k_query
-        self.characters = characters or OmniglotCharacters(data_dir, imgsize, k_spt + k_query,
+        self.characters = characters if characters is not None else OmniglotCharacters(data_dir, imgsize, k_spt + k_query,
                                                            rotations)
         if len(self.characters) < n_way:
             raise ValueError(f"data directory {data_dir} has {len(self.characters)} classes, "
@@ -161,6 +161,11 @@ class RecDataset(paddle.io.IterableDataset):
         while self.num_episodes is None or count < self.num_episodes:
             yield self.sample_episode()
             count += 1
+
+    def __len__(self):
+        if self.num_episodes is None:
+            raise TypeError("an endless episode stream has no length")
+        return self.num_episodes
 
     def get_state(self):
         """The sampler's random state, for checkpoints."""

@@ -1,0 +1,98 @@
+"""Config loading: typed overrides, validation errors that name the key, paths
+relative to the config file, and the two shipped configs agreeing on their keys."""
+import os
+import re
+
+import pytest
+import yaml
+
+from conftest import MODEL_DIR, ROOT
+from dygraph_model import HYPER_PARAMETER_OPTIONS
+from utils.config import RUNNER_OPTIONS, ConfigError, load_config, parse_override
+
+CONFIG = os.path.join(MODEL_DIR, "config.yaml")
+BIGDATA = os.path.join(MODEL_DIR, "config_bigdata.yaml")
+
+
+def load(path=CONFIG, overrides=(), warnings=None):
+    return load_config(path, overrides, HYPER_PARAMETER_OPTIONS,
+                       warn=(warnings.append if warnings is not None else print))
+
+
+def test_overrides_are_typed():
+    assert parse_override("runner.epochs=3") == ("runner.epochs", 3)
+    assert parse_override("hyper_parameters.first_order=True") == ("hyper_parameters.first_order", True)
+    assert parse_override("hyper_parameters.base_optimizer.learning_rate=0.1")[1] == 0.1
+    assert parse_override("hyper_parameters.rotations=[0, 90]")[1] == [0, 90]
+    config = load(overrides=["runner.epochs=3", "hyper_parameters.meta_optimizer.learning_rate=1",
+                             "hyper_parameters.first_order=true"])
+    assert config["runner"]["epochs"] == 3
+    assert config["hyper_parameters"]["meta_optimizer"]["learning_rate"] == 1.0
+    assert config["hyper_parameters"]["first_order"] is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("runner.epoch=3", r"unknown key runner\.epoch \(did you mean runner\.epochs\?\)"),
+    ("hyper_parameters.conv_kernel=3", r"unknown key hyper_parameters\.conv_kernel"),
+    ("runner.epochs=abc", r"runner\.epochs = 'abc' has type str, expected int"),
+    ("hyper_parameters.first_order=yes please", r"first_order = 'yes please' has type str, expected bool"),
+    ("hyper_parameters.n_way=1", r"hyper_parameters\.n_way = 1, expected an integer >= 2"),
+    ("hyper_parameters.k_spt=0", r"hyper_parameters\.k_spt = 0, expected an integer >= 1"),
+    ("hyper_parameters.update_step=-1", r"update_step = -1, expected an integer >= 0"),
+    ("hyper_parameters.base_optimizer.learning_rate=-0.1", r"learning_rate = -0.1, expected a number > 0"),
+    ("hyper_parameters.downsample=avgpool", r"downsample = 'avgpool', expected one of stride, maxpool"),
+    ("hyper_parameters.rotations=[45]", r"rotations = \[45\], expected a list of distinct angles"),
+    ("runner.train_batch_size=2.5", r"train_batch_size = 2.5 has type float, expected int"),
+    ("trainer.epochs=1", r"unknown section 'trainer'"),
+    ("epochs", r"expected section\.key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load(overrides=[override])
+    if "section" not in message:
+        assert "config.yaml" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_file_and_yaml_syntax_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*nope.yaml not found"):
+        load(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runner:\n  epochs: 1\n  seed: [1,\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: YAML syntax error at line \d+"):
+        load(str(bad))
+
+
+def test_paths_are_relative_to_the_config_file():
+    config = load()
+    assert config["runner"]["train_data_dir"] == os.path.join(MODEL_DIR, "data", "sample_data", "train")
+    assert config["runner"]["model_save_path"] == os.path.join(MODEL_DIR, "output_model_maml")
+
+
+def test_paddlerec_legacy_keys_warn_but_load():
+    warnings = []
+    config = load(overrides=["hyper_parameters.conv_kernal=[3, 3]", "runner.use_auc=False"],
+                  warnings=warnings)
+    assert config["hyper_parameters"]["n_way"] == 5
+    assert any("conv_kernal" in w for w in warnings) and any("use_auc" in w for w in warnings)
+
+
+def flat_keys(path):
+    def walk(tree, prefix):
+        for k, v in tree.items():
+            yield from walk(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return set(walk(yaml.safe_load(open(path)), ""))
+
+
+def test_shipped_configs_set_the_same_keys_and_load():
+    assert flat_keys(CONFIG) == flat_keys(BIGDATA)
+    for path in (CONFIG, BIGDATA):
+        load(path)
+
+
+def test_readme_documents_every_key():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.M))
+    declared = {f"runner.{o.name}" for o in RUNNER_OPTIONS} | \
+               {f"hyper_parameters.{o.name}" for o in HYPER_PARAMETER_OPTIONS}
+    assert declared == documented
