@@ -32,7 +32,8 @@ ZIPS = {  # name: (MD5 of the official archive, characters, alphabets)
     "images_background.zip": ("68d2efa1b9178cc56df9314c21c6e718", 964, 30),
     "images_evaluation.zip": ("6b91aef0f799c5bb55b94e3f2daec811", 659, 20),
 }
-URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+URL = os.environ.get("OMNIGLOT_URL",
+                     "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/")
 DRAWINGS = 20
 IMGSIZE = 28
 PAPER_SPLIT = {"train": 1100, "val": 100, "test": 423}  # 1200 meta-training = train + val
@@ -172,7 +173,26 @@ def prepare(source_dir, out):
             shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
     work = os.path.join(parent, f"{base}.tmp-{os.getpid()}")
     os.makedirs(work)
-    print(f"preparing Omniglot in {out} from {source_dir or URL}")
+    print(f"preparing Omniglot in {out} from {source_dir or URL}", flush=True)
+    try:
+        build(source_dir, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if os.path.exists(out):  # an old, incomplete or damaged preparation
+        old = os.path.join(parent, f"{base}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
+    with open(os.path.join(out, "READY")) as f:
+        counts = json.load(f)["counts"]
+    print(f"Omniglot ready in {out}: " + ", ".join(f"{rel} {n}" for rel, n in counts.items()))
+
+
+def build(source_dir, work):
+    """Fetch, verify, decode and write every split into WORK, READY last."""
     ids, images, origin = [], [], {}
     for name in ZIPS:
         zip_path = fetch(name, source_dir, work)
@@ -195,16 +215,8 @@ def prepare(source_dir, out):
         for name in ("images.npy", "characters.txt"):
             digests[f"{rel}/{name}"] = file_hash(os.path.join(work, rel, name), "sha256")
     with open(os.path.join(work, "READY"), "w") as f:
-        json.dump({"characters": len(ids), "imgsize": IMGSIZE, "sha256": digests}, f, indent=1)
-    if os.path.exists(out):  # an old, incomplete or damaged preparation
-        old = os.path.join(parent, f"{base}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
-    print(f"Omniglot ready in {out}: {len(ids)} characters; " +
-          ", ".join(f"{rel} {len(v)}" for rel, v in splits.items()))
+        json.dump({"characters": len(ids), "imgsize": IMGSIZE,
+                   "counts": {rel: len(v) for rel, v in splits.items()}, "sha256": digests}, f, indent=1)
 
 
 def main(argv=None):

@@ -4,7 +4,10 @@
 #   OMNIGLOT_SOURCE=DIR sh datasets/omniglot/run.sh   # offline: the two zips from DIR
 # Idempotent and atomic; see prepare.py. Needs only sh and the project's Python.
 set -e
-HERE=$(cd "$(dirname "$0")" && pwd)
+case "$0" in
+    */*) HERE=$(cd "${0%/*}" && pwd) ;;
+    *) HERE=$(pwd) ;;
+esac
 PYTHON=${PYTHON:-python3}
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     PYTHON=python

@@ -1,0 +1,127 @@
+"""datasets/omniglot/run.sh against the offline source: correct, idempotent,
+atomic when killed, and refusing damaged archives; the fixed paper split."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED_OMNIGLOT
+from omniglot_reader import RecDataset
+
+RUN_SH = os.path.join(ROOT, "datasets", "omniglot", "run.sh")
+SPLITS = os.path.join(ROOT, "datasets", "omniglot", "splits")
+needs_data = pytest.mark.skipif(not os.path.isdir(SHARED_OMNIGLOT),
+                                reason="../shared/omniglot (the offline Omniglot source) is absent")
+
+
+def run_sh(source, out, **popen):
+    env = dict(os.environ, OMNIGLOT_SOURCE=str(source), OMNIGLOT_DATA=str(out))
+    return subprocess.run(["sh", RUN_SH], env=env, capture_output=True, text=True, timeout=300,
+                          cwd="/", **popen)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("omniglot") / "data"
+    result = run_sh(SHARED_OMNIGLOT, out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@needs_data
+def test_prepares_every_character_in_the_paper_and_lake_splits(prepared):
+    sizes = {"paper/train": 1100, "paper/val": 100, "paper/test": 423,
+             "lake/train": 964, "lake/test": 659}
+    for rel, n in sizes.items():
+        images = np.load(prepared / rel / "images.npy")
+        assert images.shape == (n, 20, 28, 28) and images.dtype == np.uint8
+        assert len((prepared / rel / "characters.txt").read_text().split()) == n
+    assert (prepared / "READY").is_file()
+
+
+@needs_data
+def test_second_run_is_a_no_op(prepared):
+    before = {p: os.stat(p).st_mtime_ns for p in prepared.rglob("*")}
+    result = run_sh(SHARED_OMNIGLOT, prepared)
+    assert result.returncode == 0 and "nothing to do" in result.stdout
+    assert before == {p: os.stat(p).st_mtime_ns for p in prepared.rglob("*")}
+
+
+@needs_data
+def test_killed_run_leaves_nothing_that_looks_complete_and_a_rerun_succeeds(tmp_path, prepared):
+    out = tmp_path / "data"
+    env = dict(os.environ, OMNIGLOT_SOURCE=SHARED_OMNIGLOT, OMNIGLOT_DATA=str(out))
+    proc = subprocess.Popen(["sh", RUN_SH], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not any(p.name.startswith("data.tmp-") for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # midway through copying / decoding
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "READY").exists()
+    result = run_sh(SHARED_OMNIGLOT, out)
+    assert result.returncode == 0, result.stderr
+    for rel in ("paper/train", "paper/test", "lake/test"):
+        assert np.array_equal(np.load(out / rel / "images.npy"), np.load(prepared / rel / "images.npy"))
+    assert not [p for p in tmp_path.iterdir() if p.name != "data"]  # leftovers cleaned
+
+
+@needs_data
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "is not a valid zip archive"),
+    ("checksum", "SHA-256 does not match"),
+    ("wrong", "expected 964 characters"),
+])
+def test_damaged_archives_are_refused(tmp_path, damage, message):
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        shutil.copy(os.path.join(SHARED_OMNIGLOT, name), source / name)
+    zip_path = source / "images_background.zip"
+    if damage == "truncate":
+        zip_path.write_bytes(zip_path.read_bytes()[: 1 << 20])
+    elif damage == "checksum":
+        shutil.copy(os.path.join(SHARED_OMNIGLOT, "SHA256SUMS"), source / "SHA256SUMS")
+        zip_path.write_bytes(zip_path.read_bytes() + b"\0")
+    else:
+        shutil.copy(source / "images_evaluation.zip", zip_path)
+    result = run_sh(source, tmp_path / "data")
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["source"]  # no data, no temporary folder
+
+
+def test_paper_split_is_fixed_disjoint_and_complete():
+    split = {s: open(os.path.join(SPLITS, f"paper_{s}.txt")).read().split() for s in ("train", "val", "test")}
+    assert [len(split[s]) for s in ("train", "val", "test")] == [1100, 100, 423]
+    union = set().union(*split.values())
+    assert len(union) == 1623  # disjoint and covering: no test character (in any rotation) is trained on
+    assert all(len(c.split("/")) == 2 for c in union)
+
+
+@needs_data
+def test_full_data_reader_yields_valid_rotated_episodes(prepared):
+    dataset = RecDataset(str(prepared / "paper" / "train"), 20, 1, 5, 28, seed=0, num_episodes=3,
+                         rotations=(0, 90, 180, 270))
+    assert len(dataset.characters) == 4400
+    for sx, sy, qx, qy in dataset:
+        assert sx.shape == (20, 1, 28, 28) and qx.shape == (100, 1, 28, 28)
+        assert sorted(set(qy)) == list(range(20))
+
+
+def test_no_network_and_no_python_are_one_line_errors(tmp_path):
+    env = dict(os.environ, OMNIGLOT_URL="http://127.0.0.1:9/", OMNIGLOT_DATA=str(tmp_path / "data"))
+    env.pop("OMNIGLOT_SOURCE", None)
+    result = subprocess.run(["sh", RUN_SH], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "cannot download" in result.stderr
+    assert "OMNIGLOT_SOURCE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []  # the temporary folder is removed too
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run(["/bin/sh", RUN_SH], env={"PATH": str(empty)}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0 and "no python3 or python on PATH" in result.stderr
