@@ -29,6 +29,9 @@ def test_overrides_are_typed():
     assert config["runner"]["epochs"] == 3
     assert config["hyper_parameters"]["meta_optimizer"]["learning_rate"] == 1.0
     assert config["hyper_parameters"]["first_order"] is True
+    # PyYAML (YAML 1.1) reads 1e-3 as a string; a float key still takes it
+    config = load(overrides=["hyper_parameters.meta_optimizer.learning_rate=1e-3"])
+    assert config["hyper_parameters"]["meta_optimizer"]["learning_rate"] == 0.001
 
 
 @pytest.mark.parametrize("override, message", [

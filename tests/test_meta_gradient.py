@@ -28,11 +28,12 @@ def float64():
     paddle.set_default_dtype("float32")
 
 
-def make_config(first_order, downsample):
+def make_config(first_order, downsample, reduction="mean", alpha=ALPHA):
     return {"hyper_parameters": {"n_way": 3, "k_spt": 2, "k_query": 2, "update_step": STEPS,
                                  "update_step_test": STEPS, "first_order": first_order,
                                  "downsample": downsample, "bn_channel": 6,
-                                 "base_optimizer": {"learning_rate": ALPHA}}}
+                                 "inner_loss_reduction": reduction,
+                                 "base_optimizer": {"learning_rate": alpha}}}
 
 
 def make_batch(rng, tasks=2, n_way=3, k_spt=2, k_query=2, size=16):
@@ -139,3 +140,14 @@ def test_first_order_matches_reference_and_differs_from_second_order(downsample)
     second, _ = project_meta_gradient(net, batch, make_config(False, downsample))
     assert relative_error(first, reference_meta_gradient(net, batch, first_order=True)) < 1e-10
     assert relative_error(first, second) > 1e-3
+
+
+def test_authors_reduction_is_the_mean_loss_with_an_n_way_times_larger_step():
+    """cbfinn/maml's xent sums the support losses and divides by K: for 3-way
+    that is 3 x the mean loss, so alpha acts 3 times larger."""
+    net = make_net("stride", seed=9)
+    batch = make_batch(np.random.RandomState(10))
+    authors, _ = project_meta_gradient(net, batch, make_config(False, "stride", "authors", ALPHA / 3))
+    mean, _ = project_meta_gradient(net, batch, make_config(False, "stride", "mean", ALPHA))
+    assert relative_error(authors, mean) < 1e-12
+    assert relative_error(authors, reference_meta_gradient(net, batch, first_order=False)) < 1e-7

@@ -5,9 +5,12 @@
 Prints the meta-loss, the query accuracy after each inner step and tasks/s
 every runner.print_interval meta-iterations; writes a checkpoint per epoch to
 runner.model_save_path and, with runner.resume (default True), continues from
-the newest complete checkpoint there.
+the newest complete checkpoint there. The printed metrics are also appended,
+one JSON object per line, to MODEL_SAVE_PATH/train_log.jsonl (a resumed run
+appends the iterations it redoes again: the last line of an iteration counts).
 """
 import itertools
+import json
 import math
 import os
 import sys
@@ -15,6 +18,27 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from utils import checkpoint, cli, runtime  # noqa: E402
+import paddle  # noqa: E402  (after utils: it sets the MKL path first)
+
+
+def train_step(model_def, model, optimizer, metrics, batch, config, where, save_path):
+    """One meta-update. A non-finite meta-loss or meta-gradient stops the run
+    before the parameters change (FloatingPointError naming WHERE)."""
+    loss, metrics, _ = model_def.train_forward(model, metrics, batch, config)
+    loss_value = float(loss)
+    problem = f"meta-loss is {loss_value}" if not math.isfinite(loss_value) else None
+    if problem is None:
+        loss.backward()
+        grad_square_sum = float(paddle.add_n([(p.grad * p.grad).sum() for p in model.parameters()]))
+        if not math.isfinite(grad_square_sum):
+            problem = f"meta-gradient is {grad_square_sum}"
+    if problem is not None:
+        last = checkpoint.latest_good(save_path, warn=lambda _: None)
+        kept = f"; the last good checkpoint is {last[1]}" if last else ""
+        raise FloatingPointError(f"{problem} at {where}; stopped before the update, nothing saved{kept}")
+    optimizer.step()
+    optimizer.clear_grad()
+    return loss_value
 
 
 def train(args):
@@ -47,6 +71,8 @@ def train(args):
               f"runner.resume=False to start anew")
         return
 
+    os.makedirs(save_path, exist_ok=True)
+    log = open(os.path.join(save_path, "train_log.jsonl"), "a")  # one JSON line per print
     episodes = iter(dataset)
     metrics, names = model_def.create_metrics(hp["update_step"])
     batch_size, per_epoch = runner["train_batch_size"], runner["train_batches_per_epoch"]
@@ -54,23 +80,21 @@ def train(args):
         interval_start, interval_losses = time.time(), []
         for it in range(per_epoch):
             batch = list(itertools.islice(episodes, batch_size))
-            loss, metrics, _ = model_def.train_forward(model, metrics, batch, config)
-            loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                last = checkpoint.latest_good(save_path, warn=lambda _: None)
-                kept = f"; the last good checkpoint is {last[1]}" if last else ""
-                raise FloatingPointError(f"meta-loss is {loss_value} at epoch {epoch}, iteration {it}; "
-                                         f"stopping without saving{kept}")
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
+            iteration = epoch * per_epoch + it + 1
+            loss_value = train_step(model_def, model, optimizer, metrics, batch, config,
+                                    f"iteration {iteration} (epoch {epoch}, batch {it + 1})", save_path)
             interval_losses.append(loss_value)
             if (it + 1) % runner["print_interval"] == 0 or it + 1 == per_epoch:
                 elapsed = time.time() - interval_start
-                accs = ", ".join(f"{n}: {m.accumulate():.4f}" for n, m in zip(names, metrics))
-                print(f"epoch: {epoch}, batch_id: {it + 1}/{per_epoch}, "
-                      f"loss: {sum(interval_losses) / len(interval_losses):.4f}, query {accs}, "
-                      f"tasks/s: {len(interval_losses) * batch_size / elapsed:.1f}", flush=True)
+                record = {"epoch": epoch, "iteration": iteration,
+                          "loss": sum(interval_losses) / len(interval_losses),
+                          "query_accuracy": [m.accumulate() for m in metrics],
+                          "tasks_per_s": len(interval_losses) * batch_size / elapsed}
+                accs = ", ".join(f"{n}: {a:.4f}" for n, a in zip(names, record["query_accuracy"]))
+                print(f"epoch: {epoch}, batch_id: {it + 1}/{per_epoch}, loss: {record['loss']:.4f}, "
+                      f"query {accs}, tasks/s: {record['tasks_per_s']:.1f}", flush=True)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
                 for m in metrics:
                     m.reset()
                 interval_start, interval_losses = time.time(), []

@@ -84,6 +84,13 @@ def _type_ok(value, type_):
     return isinstance(value, type_)
 
 
+def _yaml11_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _flatten(tree, prefix=""):
     flat = {}
     for key, value in tree.items():
@@ -178,6 +185,8 @@ def _validate_section(path, section, given, options, warn):
             value = given[option.name]
             if option.legacy:
                 warn(f"warning: {full} is a PaddleRec key that this model ignores")
+            if option.type is float and isinstance(value, str):
+                value = _yaml11_float(value)  # PyYAML reads 1e-3 (no dot) as a string
             if not _type_ok(value, option.type):
                 raise ConfigError(f"config file {path}: {full} = {value!r} has type "
                                   f"{type(value).__name__}, expected {option.type.__name__}")

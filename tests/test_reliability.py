@@ -1,0 +1,154 @@
+"""Kill-safe checkpoints and exact resume, reproducibility, and one-line errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, SAMPLE_DATA
+
+CONFIG = "models/multitask/maml/config.yaml"
+TINY = ["-o", "runner.train_batch_size=2", "-o", "runner.train_batches_per_epoch=4",
+        "-o", "runner.print_interval=1", "-o", "runner.infer_episodes=4",
+        "-o", "hyper_parameters.bn_channel=16", "-o", "hyper_parameters.k_query=2"]
+
+
+def trainer(out, *extra, script="tools/trainer.py", wait=True):
+    args = [sys.executable, script, "-m", CONFIG] + TINY + [
+        "-o", f"runner.model_save_path={out}", "-o", f"runner.infer_load_path={out}"] + list(extra)
+    if not wait:
+        return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def losses(out):
+    """{iteration: loss} from train_log.jsonl, the last line of an iteration winning."""
+    result = {}
+    with open(os.path.join(out, "train_log.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            result[record["iteration"]] = record["loss"]
+    return result
+
+
+def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    assert trainer(straight, "-o", "runner.epochs=3").returncode == 0
+    killed = tmp_path / "killed"
+    proc = trainer(killed, "-o", "runner.epochs=3", wait=False)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill in the middle of epoch 1, after checkpoint 0
+        if os.path.isdir(killed / "0") and os.path.exists(killed / "train_log.jsonl") and \
+                max(losses(killed), default=0) >= 6:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.isdir(killed / "2")
+    resumed = trainer(killed, "-o", "runner.epochs=3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    assert losses(killed) == losses(straight)  # exact, every iteration 1..12
+    assert len(losses(straight)) == 12
+
+
+def test_same_seed_same_curve_other_seed_other_curve(tmp_path):
+    runs = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        assert trainer(tmp_path / name, "-o", "runner.epochs=1", "-o", f"runner.seed={seed}").returncode == 0
+        runs[name] = losses(tmp_path / name)
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+def test_corrupt_checkpoint_is_named_and_the_previous_one_used(tmp_path):
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=2").returncode == 0
+    params = out / "1" / "rec.pdparams"
+    params.write_bytes(params.read_bytes()[:100])  # truncated
+    result = trainer(out, "-o", "runner.epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert f"checkpoint file {params} is corrupt" in result.stdout
+    assert f"resumed from {out / '0'}" in result.stdout
+    assert (out / "1" / "meta.json").is_file()  # epoch 1 trained again, checkpoint rewritten
+    infer = trainer(out, "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=2",
+                    script="tools/infer.py")
+    assert infer.returncode == 0 and "epoch 1: 4 test episodes" in infer.stdout
+
+
+def test_half_written_checkpoint_folder_is_ignored(tmp_path):
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=1").returncode == 0
+    shutil.copytree(out / "0", out / "1")
+    os.remove(out / "1" / "meta.json")  # as if killed before the last write
+    result = trainer(out, "-o", "runner.epochs=2")
+    assert "checkpoint " + str(out / "1") + " is incomplete" in result.stdout
+    assert f"resumed from {out / '0'}" in result.stdout and result.returncode == 0
+
+
+def test_keep_last_checkpoints(tmp_path):
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=3", "-o", "runner.keep_last_checkpoints=2").returncode == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=1").returncode == 0
+    before = (out / "0" / "rec.pdparams").read_bytes()
+    result = trainer(out, "-o", "runner.epochs=2", "-o", "hyper_parameters.base_optimizer.learning_rate=1e30")
+    assert result.returncode == 2
+    assert "is nan at iteration 5 (epoch 1, batch 1); stopped before the update" in result.stderr
+    assert f"the last good checkpoint is {out / '0'}" in result.stderr
+    assert (out / "0" / "rec.pdparams").read_bytes() == before and not (out / "1").exists()
+
+
+def test_checkpoint_for_another_network_is_refused(tmp_path):
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=1").returncode == 0
+    result = trainer(out, "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1",
+                     "-o", "hyper_parameters.n_way=3", script="tools/infer.py")
+    assert result.returncode == 2 and "was made for n_way = 5, but the config says 3" in result.stderr
+    result = trainer(out, "-o", "runner.epochs=2", "-o", "hyper_parameters.downsample=maxpool")
+    assert result.returncode == 2 and "downsample = 'stride'" in result.stderr
+
+
+def make_data(tmp_path, mutate):
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(SAMPLE_DATA, "test"), data)
+    target = mutate(data)
+    return data, target
+
+
+def first_character(data):
+    alphabet = sorted(data.iterdir())[0]
+    return sorted(alphabet.iterdir())[0]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d / "missing", "data directory {} does not exist"),
+    (lambda d: (shutil.rmtree(d), d.mkdir(), d)[2], "data directory {} holds no <alphabet>/<character>/"),
+    (lambda d: (first_character(d) / "notes.txt").write_text("x") and first_character(d) / "notes.txt",
+     "{} is not a .png image"),
+    (lambda d: (first_character(d) / "0000_99.png").write_bytes(b"not a png") and
+     first_character(d) / "0000_99.png", "{} cannot be read as an image"),
+    (lambda d: [os.remove(p) for p in sorted(first_character(d).iterdir())[:18]] and first_character(d),
+     "{} has 2 images, fewer than k_spt + k_query = 3"),
+])
+def test_bad_data_is_one_line_naming_the_path(tmp_path, mutate, message):
+    data, target = make_data(tmp_path, mutate)
+    if "missing" in str(target):
+        data = target
+    result = trainer(tmp_path / "out", "-o", f"runner.train_data_dir={data}", "-o", "runner.epochs=1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert message.format(target) in result.stderr
+
+
+def test_fewer_classes_than_n_way(tmp_path):
+    result = trainer(tmp_path / "out", "-o", "hyper_parameters.n_way=41", "-o", "runner.epochs=1")
+    assert result.returncode == 2 and "has 40 classes, fewer than n_way = 41" in result.stderr
