@@ -1,5 +1,6 @@
 """Config loading: typed overrides, validation errors that name the key, paths
 relative to the config file, and the two shipped configs agreeing on their keys."""
+import glob
 import os
 import re
 
@@ -87,10 +88,31 @@ def flat_keys(path):
     return set(walk(yaml.safe_load(open(path)), ""))
 
 
+SHIPPED = sorted(glob.glob(os.path.join(MODEL_DIR, "config*.yaml")))
+
+
 def test_shipped_configs_set_the_same_keys_and_load():
-    assert flat_keys(CONFIG) == flat_keys(BIGDATA)
-    for path in (CONFIG, BIGDATA):
+    assert len(SHIPPED) >= 5
+    for path in SHIPPED:
+        assert flat_keys(path) == flat_keys(CONFIG), path
         load(path)
+
+
+def test_bigdata_configs_differ_only_where_the_paper_does():
+    common = {"runner.seed", "runner.train_batches_per_epoch", "runner.epochs", "hyper_parameters.imgsize",
+              "hyper_parameters.rotations", "hyper_parameters.meta_optimizer.learning_rate",
+              "hyper_parameters.downsample", "hyper_parameters.bn_channel",
+              "hyper_parameters.inner_loss_reduction", "runner.infer_episodes"}
+    configs = [load(p) for p in SHIPPED if "bigdata" in p]
+    for key in common:
+        section, rest = key.split(".", 1)
+        values = set()
+        for c in configs:
+            value = c[section]
+            for part in rest.split("."):
+                value = value[part]
+            values.add(str(value))
+        assert len(values) == 1, key
 
 
 def test_readme_documents_every_key():

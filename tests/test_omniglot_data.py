@@ -6,10 +6,12 @@ import signal
 import subprocess
 import time
 
+import sys
+
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_OMNIGLOT
+from conftest import MODEL_DIR, ROOT, SHARED_OMNIGLOT
 from omniglot_reader import RecDataset
 
 RUN_SH = os.path.join(ROOT, "datasets", "omniglot", "run.sh")
@@ -125,3 +127,20 @@ def test_no_network_and_no_python_are_one_line_errors(tmp_path):
     result = subprocess.run(["/bin/sh", RUN_SH], env={"PATH": str(empty)}, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0 and "no python3 or python on PATH" in result.stderr
+
+
+@needs_data
+@pytest.mark.parametrize("config", ["config_bigdata.yaml", "config_bigdata_5way5shot.yaml",
+                                    "config_bigdata_20way1shot.yaml", "config_bigdata_20way5shot.yaml"])
+def test_every_paper_config_trains_and_infers_on_the_full_data(prepared, tmp_path, config):
+    overrides = [f"runner.train_data_dir={prepared / 'paper' / 'train'}",
+                 f"runner.test_data_dir={prepared / 'paper' / 'test'}",
+                 f"runner.model_save_path={tmp_path}", f"runner.infer_load_path={tmp_path}",
+                 "runner.train_batch_size=2", "runner.train_batches_per_epoch=1", "runner.epochs=1",
+                 "runner.infer_episodes=2", "runner.infer_end_epoch=1"]
+    args = ["-m", os.path.join(MODEL_DIR, config)] + [a for o in overrides for a in ("-o", o)]
+    for script in ("tools/trainer.py", "tools/infer.py"):
+        result = subprocess.run([sys.executable, script] + args, cwd=ROOT, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    assert "after 1 inner steps: accuracy" in result.stdout
