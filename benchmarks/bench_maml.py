@@ -30,6 +30,15 @@ SETTINGS = {
 }
 
 
+def conv4_shapes(n_way):
+    """Parameter shapes of the conv-4 network, in the project's order."""
+    shapes, channels = [], 1
+    for _ in range(4):
+        shapes += [[64, channels, 3, 3], [64], [64], [64]]
+        channels = 64
+    return shapes + [[64, n_way], [n_way]]
+
+
 def timed(step, reps):
     step()  # warm-up
     times = []
@@ -104,13 +113,7 @@ def worker_naive(s, order, reps):
         lse = paddle.log(paddle.exp(logits - m).sum(-1)) + m.squeeze(-1)
         return (lse - (logits * F.one_hot(y, logits.shape[-1])).sum(-1)).mean()
 
-    shapes = []
-    c = 1
-    for _ in range(4):
-        shapes += [[64, c, 3, 3], [64], [64], [64]]
-        c = 64
-    shapes += [[64, s["n_way"]], [s["n_way"]]]
-    params = [paddle.create_parameter(sh, "float32") for sh in shapes]
+    params = [paddle.create_parameter(sh, "float32") for sh in conv4_shapes(s["n_way"])]
     optimizer = paddle.optimizer.Adam(0.001, parameters=params)
     batch = [[paddle.to_tensor(a) for a in e] for e in fake_episodes(s, np.random.RandomState(0))]
 
@@ -146,13 +149,7 @@ def worker_torch(s, order, reps):
         return h.mean(dim=[2, 3]) @ p[16] + p[17]
 
     torch.manual_seed(0)
-    shapes = []
-    c = 1
-    for _ in range(4):
-        shapes += [(64, c, 3, 3), (64,), (64,), (64,)]
-        c = 64
-    shapes += [(64, s["n_way"]), (s["n_way"],)]
-    params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in shapes]
+    params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in conv4_shapes(s["n_way"])]
     optimizer = torch.optim.Adam(params, 0.001)
     batch = [[torch.from_numpy(np.asarray(a)) for a in e] for e in fake_episodes(s, np.random.RandomState(0))]
 

@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import paddle
 
 from conftest import MODEL_DIR, ROOT
@@ -44,8 +43,11 @@ def test_train_then_infer_from_the_repository_root(tmp_path):
 
 def test_train_from_the_model_folder_paddlerec_style(tmp_path):
     where, out = paths(tmp_path)
-    train = run(["../../../tools/trainer.py", "-m", "config.yaml"] + SMALL + where, MODEL_DIR)
+    train = run(["../../../tools/trainer.py", "-m", "config.yaml"] + SMALL + where +
+                ["-o", "runner.use_gpu=True"], MODEL_DIR)
     assert train.returncode == 0, train.stderr
+    if not paddle.is_compiled_with_cuda():
+        assert train.stdout.count("no CUDA support; running on CPU") == 1
     again = run(["../../../tools/trainer.py", "-m", "config.yaml"] + SMALL + where, MODEL_DIR)
     assert "training already complete" in again.stdout
     more = run(["../../../tools/trainer.py", "-m", "config.yaml"] + SMALL + where +
