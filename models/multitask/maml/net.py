@@ -5,8 +5,8 @@ the inner loop can hand it fast weights (new tensors, theta - alpha * grad)
 without ever writing into the meta-parameters.
 
 Everything inside `forward` (with twice_differentiable=True) is built from operators whose double gradient
-Paddle implements on CPU (conv2d, mean, rsqrt, relu, matmul, reshape,
-transpose, tile, unbind, slice, exp, log): Paddle has no double-grad kernel for
+Paddle 3.x and 2.6 implement on CPU (conv2d, mean, rsqrt, relu, matmul, reshape,
+transpose, tile, unbind, slice, sigmoid, divide, log): Paddle has no double-grad kernel for
 max_pool2d, flatten, log_softmax, logsumexp or max, and the fused batch_norm
 double grad is very slow on CPU. Second-order MAML differentiates through
 the support-set forward twice, so no other operator may appear there; the
@@ -78,6 +78,13 @@ def max_pool_2x2(x):
     return bottom + F.relu(top - bottom)
 
 
+def exp_twice_differentiable(t):
+    """exp(t) as sigmoid(t) / sigmoid(-t): Paddle 2.6 has no double gradient for
+    exp, but has one for sigmoid and divide (Paddle 3.x has both; one code path
+    serves both lines). Used on t <= 0, where both sigmoids are well conditioned."""
+    return F.sigmoid(t) / F.sigmoid(-t)
+
+
 def cross_entropy(logits, labels, twice_differentiable=True):
     """Mean softmax cross-entropy; twice differentiable in Paddle unless
     twice_differentiable=False selects the fused F.cross_entropy.
@@ -89,7 +96,7 @@ def cross_entropy(logits, labels, twice_differentiable=True):
     if not twice_differentiable:
         return F.cross_entropy(logits, labels)
     shift = logits.detach().max(axis=-1, keepdim=True)
-    log_sum_exp = paddle.log(paddle.exp(logits - shift).sum(axis=-1)) + shift.squeeze(-1)
+    log_sum_exp = paddle.log(exp_twice_differentiable(logits - shift).sum(axis=-1)) + shift.squeeze(-1)
     one_hot = F.one_hot(labels, logits.shape[-1]).astype(logits.dtype)
     picked = (logits * one_hot).sum(axis=-1)
     return (log_sum_exp - picked).mean()
