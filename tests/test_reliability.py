@@ -80,6 +80,17 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(tmp_path):
     assert infer.returncode == 0 and "epoch 1: 4 test episodes" in infer.stdout
 
 
+def test_no_usable_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=1").returncode == 0
+    (out / "0" / "rec.pdopt").write_bytes(b"garbage")
+    result = trainer(out, "-o", "runner.epochs=2")
+    assert result.returncode == 2 and f"checkpoint file {out / '0' / 'rec.pdopt'} is corrupt" in result.stdout
+    assert f"no checkpoint in {out} verifies" in result.stderr
+    fresh = trainer(out, "-o", "runner.epochs=1", "-o", "runner.resume=False")
+    assert fresh.returncode == 0 and (out / "0" / "meta.json").is_file()
+
+
 def test_half_written_checkpoint_folder_is_ignored(tmp_path):
     out = tmp_path / "out"
     assert trainer(out, "-o", "runner.epochs=1").returncode == 0

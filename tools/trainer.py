@@ -57,6 +57,9 @@ def train(args):
     start_epoch = 0
     if runner["resume"]:
         found = checkpoint.latest_good(save_path)
+        if found is None and checkpoint.epochs_in(save_path):
+            raise ValueError(f"no checkpoint in {save_path} verifies (see the warnings above); "
+                             f"remove them or set runner.resume=False to start anew")
         if found is not None:
             epoch, path, meta = found
             checkpoint.check_network(path, meta, network)
