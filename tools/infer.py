@@ -15,26 +15,39 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import checkpoint, cli, runtime  # noqa: E402
+from utils import checkpoint, cli, distributed, runtime  # noqa: E402
+import numpy as np  # noqa: E402
 
 
-def evaluate_epoch(model_def, model, dataset, config):
-    """Per-step (mean, ci95, episodes) over all of DATASET's episodes."""
-    metrics, names = model_def.create_metrics(config["hyper_parameters"]["update_step_test"])
-    episodes = iter(dataset)
+def evaluate_epoch(model_def, model, dataset, config, rank=0, world=1):
+    """Per-step (mean, ci95, episodes) over all of DATASET's episodes. With
+    several processes each adapts episodes rank, rank + world, ... and the
+    accuracies of all episodes are gathered, so the numbers equal a single
+    process's over the same episodes."""
+    steps = config["hyper_parameters"]["update_step_test"]
+    metrics, _ = model_def.create_metrics(steps)
+    # Every process draws every episode (the sampler stays in step) and keeps its share.
+    mine = (episode for i, episode in enumerate(dataset) if i % world == rank)
     while True:
-        batch = list(itertools.islice(episodes, config["runner"]["infer_batch_size"]))
+        batch = list(itertools.islice(mine, config["runner"]["infer_batch_size"]))
         if not batch:
             break
         model_def.infer_forward(model, metrics, batch, config)
-    return [{"step": k, "accuracy": m.accumulate(), "ci95": m.confidence_interval(),
-             "episodes": m.count()} for k, m in enumerate(metrics)]
+    shares = distributed.gather([m.values() for m in metrics], world)
+    rows = []
+    for k, per_rank in enumerate(zip(*shares)):
+        values = np.concatenate(per_rank)
+        mean, ci95 = model_def.mean_and_ci95(values)
+        rows.append({"step": k, "accuracy": mean, "ci95": ci95, "episodes": len(values)})
+    return rows
 
 
 def infer(args):
     config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner = config["runner"]
     runtime.set_device(runner["use_gpu"])
+    rank, world = distributed.init(runner["use_fleet"], config["config_path"])
+    say = print if rank == 0 else (lambda *a, **k: None)  # only rank 0 prints and writes
     runtime.seed_everything(runner["seed"])
     load_path, first, end = runner["infer_load_path"], runner["infer_start_epoch"], runner["infer_end_epoch"]
     if end <= first:
@@ -57,25 +70,27 @@ def infer(args):
         try:
             meta = checkpoint.verify(path)
         except checkpoint.CheckpointError as e:
-            print(f"warning: {e}; skipped")
+            say(f"warning: {e}; skipped")
             continue
         checkpoint.check_network(path, meta, network)
         checkpoint.load(path, model)
         start = time.time()
         dataset = reader.RecDataset.from_config(config, "infer", characters=characters)
-        per_step = evaluate_epoch(model_def, model, dataset, config)
+        per_step = evaluate_epoch(model_def, model, dataset, config, rank, world)
         seconds = time.time() - start
         results["epochs"][str(epoch)] = per_step
-        print(f"epoch {epoch}: {per_step[0]['episodes']} test episodes, {seconds:.1f} s")
+        say(f"epoch {epoch}: {per_step[0]['episodes']} test episodes, {seconds:.1f} s"
+            + (f" on {world} processes" if world > 1 else ""))
         for row in per_step:
-            print(f"  after {row['step']} inner steps: accuracy {100 * row['accuracy']:.2f} "
+            say(f"  after {row['step']} inner steps: accuracy {100 * row['accuracy']:.2f} "
                   f"+- {100 * row['ci95']:.2f} %")
         sys.stdout.flush()
-    out = os.path.join(load_path, "infer_results.json")
-    with open(out + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(out + ".tmp", out)
-    print(f"results written to {out}")
+    if rank == 0:
+        out = os.path.join(load_path, "infer_results.json")
+        with open(out + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(out + ".tmp", out)
+        print(f"results written to {out}")
 
 
 def main(argv=None):

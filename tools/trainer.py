@@ -17,18 +17,19 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import checkpoint, cli, runtime  # noqa: E402
+from utils import checkpoint, cli, distributed, runtime  # noqa: E402
+import numpy as np  # noqa: E402
 import paddle  # noqa: E402  (after utils: it sets the MKL path first)
 
 
-def train_step(model_def, model, optimizer, metrics, batch, config, where, save_path):
-    """One meta-update. A non-finite meta-loss or meta-gradient stops the run
-    before the parameters change (FloatingPointError naming WHERE)."""
-    loss, metrics, _ = model_def.train_forward(model, metrics, batch, config)
+def train_step(model_def, model, optimizer, metrics, batch, config, where, save_path, rank=0, world=1):
+    """One meta-update on the meta-batch BATCH (shared across processes). A
+    non-finite meta-loss or meta-gradient stops the run before the parameters
+    change (FloatingPointError naming WHERE)."""
+    loss = distributed.meta_gradient(model_def, model, metrics, batch, config, rank, world)
     loss_value = float(loss)
     problem = f"meta-loss is {loss_value}" if not math.isfinite(loss_value) else None
     if problem is None:
-        loss.backward()
         grad_square_sum = float(paddle.add_n([(p.grad * p.grad).sum() for p in model.parameters()]))
         if not math.isfinite(grad_square_sum):
             problem = f"meta-gradient is {grad_square_sum}"
@@ -45,7 +46,12 @@ def train(args):
     config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner, hp = config["runner"], config["hyper_parameters"]
     runtime.set_device(runner["use_gpu"])
-    runtime.seed_everything(runner["seed"])
+    rank, world = distributed.init(runner["use_fleet"], config["config_path"])
+    if world > runner["train_batch_size"]:
+        raise ValueError(f"config file {config['config_path']}: runner.train_batch_size = "
+                         f"{runner['train_batch_size']} tasks cannot be shared by {world} processes")
+    say = print if rank == 0 else (lambda *a, **k: None)  # only rank 0 prints and writes
+    runtime.seed_everything(runner["seed"])  # the same seed everywhere: identical initial weights
     reader = runtime.import_from_config_dir(config["config_dir"], runner["train_reader_path"],
                                             "runner.train_reader_path")
     dataset = reader.RecDataset.from_config(config, "train")
@@ -56,7 +62,7 @@ def train(args):
 
     start_epoch = 0
     if runner["resume"]:
-        found = checkpoint.latest_good(save_path)
+        found = checkpoint.latest_good(save_path, warn=say)
         if found is None and checkpoint.epochs_in(save_path):
             raise ValueError(f"no checkpoint in {save_path} verifies (see the warnings above); "
                              f"remove them or set runner.resume=False to start anew")
@@ -67,15 +73,16 @@ def train(args):
             runtime.set_rng_states(state["rng"])
             dataset.set_state(state["sampler"])
             start_epoch = epoch + 1
-            print(f"resumed from {path} (epoch {epoch} done)")
+            say(f"resumed from {path} (epoch {epoch} done)")
     if start_epoch >= runner["epochs"]:
-        print(f"training already complete: {save_path} holds epoch {start_epoch - 1} of "
+        say(f"training already complete: {save_path} holds epoch {start_epoch - 1} of "
               f"runner.epochs = {runner['epochs']}; raise runner.epochs to train on, or set "
               f"runner.resume=False to start anew")
         return
 
-    os.makedirs(save_path, exist_ok=True)
-    log = open(os.path.join(save_path, "train_log.jsonl"), "a")  # one JSON line per print
+    if rank == 0:
+        os.makedirs(save_path, exist_ok=True)
+        log = open(os.path.join(save_path, "train_log.jsonl"), "a")  # one JSON line per print
     episodes = iter(dataset)
     metrics, names = model_def.create_metrics(hp["update_step"])
     batch_size, per_epoch = runner["train_batch_size"], runner["train_batches_per_epoch"]
@@ -85,27 +92,32 @@ def train(args):
             batch = list(itertools.islice(episodes, batch_size))
             iteration = epoch * per_epoch + it + 1
             loss_value = train_step(model_def, model, optimizer, metrics, batch, config,
-                                    f"iteration {iteration} (epoch {epoch}, batch {it + 1})", save_path)
+                                    f"iteration {iteration} (epoch {epoch}, batch {it + 1})", save_path,
+                                    rank, world)
             interval_losses.append(loss_value)
             if (it + 1) % runner["print_interval"] == 0 or it + 1 == per_epoch:
                 elapsed = time.time() - interval_start
+                shares = distributed.gather([m.values() for m in metrics], world)  # every task of every rank
+                accuracies = [float(np.concatenate(per_step).mean()) for per_step in zip(*shares)]
                 record = {"epoch": epoch, "iteration": iteration,
                           "loss": sum(interval_losses) / len(interval_losses),
-                          "query_accuracy": [m.accumulate() for m in metrics],
+                          "query_accuracy": accuracies,
                           "tasks_per_s": len(interval_losses) * batch_size / elapsed}
                 accs = ", ".join(f"{n}: {a:.4f}" for n, a in zip(names, record["query_accuracy"]))
-                print(f"epoch: {epoch}, batch_id: {it + 1}/{per_epoch}, loss: {record['loss']:.4f}, "
-                      f"query {accs}, tasks/s: {record['tasks_per_s']:.1f}", flush=True)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                say(f"epoch: {epoch}, batch_id: {it + 1}/{per_epoch}, loss: {record['loss']:.4f}, "
+                    f"query {accs}, tasks/s: {record['tasks_per_s']:.1f}", flush=True)
+                if rank == 0:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 for m in metrics:
                     m.reset()
                 interval_start, interval_losses = time.time(), []
         state = {"epoch": epoch, "iteration": (epoch + 1) * per_epoch,
                  "rng": runtime.rng_states(), "sampler": dataset.get_state()}
-        path = checkpoint.save(save_path, epoch, model, optimizer, state, network)
-        checkpoint.prune(save_path, runner["keep_last_checkpoints"])
-        print(f"epoch {epoch} done, checkpoint saved to {path}", flush=True)
+        if rank == 0:
+            path = checkpoint.save(save_path, epoch, model, optimizer, state, network)
+            checkpoint.prune(save_path, runner["keep_last_checkpoints"])
+            print(f"epoch {epoch} done, checkpoint saved to {path}", flush=True)
 
 
 def main(argv=None):

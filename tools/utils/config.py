@@ -72,6 +72,7 @@ RUNNER_OPTIONS = [
            (positive, "an integer >= 1")),
     Option("infer_episodes", int, 600, "test episodes per evaluated epoch", (at_least(2), "an integer >= 2")),
     Option("infer_seed", int, 1234, "seed of the test episode sampler (same episodes for every epoch)"),
+    Option("use_fleet", bool, False, "train / evaluate across the processes of paddle.distributed.launch"),
     Option("use_auc", bool, False, "PaddleRec key, not used by MAML", legacy=True),
 ]
 

@@ -100,6 +100,15 @@ def accuracy(logits, labels):
     return (logits.argmax(axis=-1) == labels).astype("float32").mean()
 
 
+def mean_and_ci95(values):
+    """(mean, half-width of the 95 % normal confidence interval) of VALUES [n]."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
+
+
 class EpisodeAccuracy(paddle.metric.Metric):
     """Collects one accuracy per task; accumulate() gives their mean,
     confidence_interval() the half-width of the 95 % normal interval."""
@@ -113,34 +122,32 @@ class EpisodeAccuracy(paddle.metric.Metric):
         return self._name
 
     def reset(self):
-        self.values = []
+        self._values = []
 
     def update(self, values):
-        self.values.append(values)  # tensors: no host sync inside the step
+        self._values.append(values)  # tensors: no host sync inside the step
 
-    def _array(self):
-        if not self.values:
+    def values(self):
+        """Every accuracy collected since reset(), float64 [n]."""
+        if not self._values:
             return np.zeros([0])
-        return np.concatenate([np.asarray(v, dtype="float64").reshape(-1) for v in self.values])
+        return np.concatenate([np.asarray(v, dtype="float64").reshape(-1) for v in self._values])
 
     def accumulate(self):
-        values = self._array()
-        return float(values.mean()) if len(values) else float("nan")
+        return mean_and_ci95(self.values())[0]
 
     def confidence_interval(self):
-        values = self._array()
-        if len(values) < 2:
-            return float("nan")
-        return float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
+        return mean_and_ci95(self.values())[1]
 
     def count(self):
-        return len(self._array())
+        return len(self.values())
 
 
 class DygraphModel:
     """PaddleRec's model interface, for MAML few-shot classification."""
 
     HYPER_PARAMETER_OPTIONS = HYPER_PARAMETER_OPTIONS
+    mean_and_ci95 = staticmethod(mean_and_ci95)
 
     def create_model(self, config):
         hp = config["hyper_parameters"]

@@ -1,0 +1,47 @@
+"""Run by tests/test_distributed.py under paddle.distributed.launch (and alone):
+writes this process's all-reduced meta-gradient of a fixed meta-batch of 4
+tasks, then its parameters after 3 meta-updates, to OUT/rank{r}.npz."""
+import os
+import sys
+
+sys.path[:0] = [os.path.join(os.path.dirname(os.path.abspath(__file__)))]
+import conftest  # noqa: E402,F401  (paths and the runtime settings)
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+from dygraph_model import DygraphModel  # noqa: E402
+from utils import distributed  # noqa: E402
+from utils.config import load_config  # noqa: E402
+
+
+def episodes(rng, count):
+    return [(rng.rand(5, 1, 28, 28), np.arange(5), rng.rand(10, 1, 28, 28), np.repeat(np.arange(5), 2))
+            for _ in range(count)]
+
+
+def main(out):
+    paddle.set_default_dtype("float64")
+    model_def = DygraphModel()
+    config = load_config(os.path.join(conftest.MODEL_DIR, "config.yaml"),
+                         ["hyper_parameters.bn_channel=8", "runner.use_fleet=True"],
+                         model_def.HYPER_PARAMETER_OPTIONS)
+    rank, world = distributed.init(True, "config")
+    paddle.seed(3)
+    model = model_def.create_model(config)
+    optimizer = model_def.create_optimizer(model, config)
+    metrics, _ = model_def.create_metrics(1)
+    rng = np.random.RandomState(0)
+    loss = distributed.meta_gradient(model_def, model, metrics, episodes(rng, 4), config, rank, world)
+    result = {"loss": float(loss)}
+    result.update({f"grad{i}": p.grad.numpy() for i, p in enumerate(model.parameters())})
+    optimizer.clear_grad()
+    for _ in range(3):
+        distributed.meta_gradient(model_def, model, metrics, episodes(rng, 4), config, rank, world)
+        optimizer.step()
+        optimizer.clear_grad()
+    result.update({f"param{i}": p.numpy() for i, p in enumerate(model.parameters())})
+    np.savez(os.path.join(out, f"rank{rank}_of{world}.npz"), **result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
