@@ -10,7 +10,9 @@ config_bigdata_20way1shot.yaml, second and first order:
   naive    a per-task Paddle loop written here, PaddleRec style: F.conv2d with its bias,
            batch norm from primitives on NCHW, no fused kernels, no MKL setting
   torch    a functional PyTorch loop (torch.func-free: autograd.grad), if torch is importable
-Also evaluation episodes per second (infer path) and the reader's time per meta-batch.
+Also meta-iterations per second with 1 and 2 processes (paddle.distributed.launch,
+runner.use_fleet), evaluation episodes per second (infer path) and the reader's time
+per meta-batch.
 Prints a table of medians (of >= 5 runs after a warm-up) with ratios, writes JSON.
 """
 import argparse
@@ -67,7 +69,10 @@ def worker_project(s, order, reps):
     import utils  # noqa: F401  (the project's runtime settings, as the drivers)
     import numpy as np
     from dygraph_model import DygraphModel
+    from utils import distributed
     from utils.config import load_config
+
+    rank, world = distributed.init(True, "benchmark")  # (0, 1) unless started by the launcher
 
     model_def = DygraphModel()
     config = load_config(os.path.join(MODEL_DIR, "config_bigdata.yaml"), [
@@ -82,8 +87,7 @@ def worker_project(s, order, reps):
     metrics, _ = model_def.create_metrics(s["steps"])
 
     def step():
-        loss, _, _ = model_def.train_forward(model, metrics, batch, config)
-        loss.backward()
+        loss = distributed.meta_gradient(model_def, model, metrics, batch, config, rank, world)
         optimizer.step()
         optimizer.clear_grad()
         float(loss)
@@ -207,15 +211,25 @@ WORKERS = {"project": worker_project, "naive": worker_naive, "torch": worker_tor
            "eval": worker_eval, "reader": worker_reader}
 
 
-def run_worker(variant, setting, order, reps, threads):
+def run_worker(variant, setting, order, reps, threads, processes=1):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if variant == "naive":
         env.pop("MKL_DEBUG_CPU_TYPE", None)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, setting, order, str(reps)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    script = [os.path.abspath(__file__), "--worker", variant, setting, order, str(reps)]
+    if processes == 1:
+        result = subprocess.run([sys.executable] + script, env=env, capture_output=True, text=True)
+        output = result.stdout
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as logs:
+            result = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                                     str(processes), "--log_dir", logs] + script,
+                                    env=env, capture_output=True, text=True)
+            output = open(os.path.join(logs, "workerlog.0")).read()
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def torch_available():
@@ -257,6 +271,11 @@ def main():
             row["ratio_vs_naive"] = ratio_naive
             print(line + f" {row['project'].get('peak_rss_mb', float('nan')):9.0f}", flush=True)
             results["rows"].append(row)
+    one = results["rows"][0]["project"].get("seconds", float("nan"))
+    two = run_worker("project", "5way1shot", "second", reps, 1, processes=2)
+    results["processes"] = {"1": one, "2": two.get("seconds", two)}
+    print(f"5-way 1-shot second order, meta-batch 32: {1 / one:.2f} meta-iterations/s in 1 process "
+          f"({args.threads} threads), {1 / two.get('seconds', float('nan')):.2f} in 2 processes (1 thread each)")
     ev = run_worker("eval", "5way1shot", "none", reps, args.threads)
     rd = run_worker("reader", "5way1shot", "none", reps, args.threads)
     results["eval_episodes_per_s"] = 1.0 / ev["seconds"] if "seconds" in ev else ev
