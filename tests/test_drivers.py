@@ -1,10 +1,12 @@
 """trainer.py and infer.py end to end on the sample data, as a user runs them."""
+import json
 import os
 import re
 import subprocess
 import sys
 
 import paddle
+import pytest
 
 from conftest import MODEL_DIR, ROOT
 
@@ -102,3 +104,18 @@ def test_short_training_raises_query_accuracy():
         optimizer.clear_grad()
     after = test_accuracy()
     assert after > before + 0.1, (before, after)
+
+
+def test_plot_draws_the_curves_of_a_run(tmp_path):
+    pytest.importorskip("matplotlib")  # optional dependency; .ci/run installs it
+    where, out = paths(tmp_path)
+    for script in ("tools/trainer.py", "tools/infer.py"):
+        result = run([script, "-m", "models/multitask/maml/config.yaml"] + SMALL + where, ROOT)
+        assert result.returncode == 0, result.stderr
+    plot = run(["tools/plot.py", "-m", "models/multitask/maml/config.yaml"] + SMALL + where, ROOT)
+    assert plot.returncode == 0, plot.stderr
+    for name in ("train_curve.png", "test_vs_steps.png", "test_vs_iters.png"):
+        data = open(os.path.join(out, name), "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    results = json.load(open(os.path.join(out, "infer_results.json")))
+    assert sorted(results["epochs"]) == ["0", "1"] and results["settings"]["update_step_test"] == 3

@@ -6,7 +6,8 @@ For each epoch runner.infer_start_epoch .. runner.infer_end_epoch - 1 found in
 runner.infer_load_path, adapts to runner.infer_episodes test tasks (the same
 episodes for every epoch, from runner.infer_seed) and prints the query accuracy
 mean +- 95 % confidence interval after 0, 1, ..., update_step_test inner steps.
-Also writes the numbers to INFER_LOAD_PATH/infer_results.json.
+Also writes the numbers to INFER_LOAD_PATH/infer_results.json (adding to the
+epochs already there if they were evaluated with the same test settings).
 """
 import itertools
 import json
@@ -42,6 +43,17 @@ def evaluate_epoch(model_def, model, dataset, config, rank=0, world=1):
     return rows
 
 
+def read_results(path, settings):
+    """Earlier results in PATH made with the same test settings (their epochs are
+    kept, so evaluating epochs one range at a time builds one curve), else None."""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return earlier if earlier.get("settings") == settings else None
+
+
 def infer(args):
     config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner = config["runner"]
@@ -63,8 +75,15 @@ def infer(args):
     characters = reader.RecDataset.from_config(config, "infer").characters  # decode once
     model = model_def.create_model(config)
     network = model_def.network_description(config)
-    results = {"config": config["config_path"], "episodes": runner["infer_episodes"],
-               "n_way": config["hyper_parameters"]["n_way"], "epochs": {}}
+    hp = config["hyper_parameters"]
+    settings = {"test_data_dir": runner["test_data_dir"], "episodes": runner["infer_episodes"],
+                "seed": runner["infer_seed"], "n_way": hp["n_way"], "k_spt": hp["k_spt"],
+                "k_query_test": hp["k_query_test"], "update_step_test": hp["update_step_test"],
+                "inner_lr": model_def.inner_lr(config), "rotations": hp["rotations"]}
+    out = os.path.join(load_path, "infer_results.json")
+    results = read_results(out, settings) or {"settings": settings, "epochs": {}}
+    results["config"] = config["config_path"]
+    results["train_batches_per_epoch"] = runner["train_batches_per_epoch"]
     for epoch in epochs:
         path = os.path.join(load_path, str(epoch))
         try:
@@ -86,7 +105,6 @@ def infer(args):
                   f"+- {100 * row['ci95']:.2f} %")
         sys.stdout.flush()
     if rank == 0:
-        out = os.path.join(load_path, "infer_results.json")
         with open(out + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
         os.replace(out + ".tmp", out)

@@ -1,0 +1,114 @@
+"""Draw a run's curves as PNG files (needs matplotlib: pip install matplotlib).
+
+    python tools/plot.py -m models/multitask/maml/config.yaml [-o ...] [--out DIR]
+
+From MODEL_SAVE_PATH/train_log.jsonl (written by trainer.py) and
+INFER_LOAD_PATH/infer_results.json (written by infer.py):
+  train_curve.png     meta-loss and query accuracy after each inner step, against meta-iterations
+  test_vs_steps.png   test accuracy with its 95 % confidence band against inner steps at test,
+                      one line per evaluated epoch
+  test_vs_iters.png   test accuracy (+- 95 % CI) after update_step_test steps against meta-iterations
+The files go to --out (default: MODEL_SAVE_PATH).
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from utils import cli, runtime  # noqa: E402
+
+
+def read_train_log(path):
+    """{iteration: record}, the last record of an iteration winning (resumed runs redo some)."""
+    records = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                records[record["iteration"]] = record
+    return [records[i] for i in sorted(records)]
+
+
+def plot(args):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker  # noqa: F401
+    except ImportError:
+        raise ValueError("tools/plot.py needs matplotlib: pip install matplotlib") from None
+    config, _, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
+    runner = config["runner"]
+    out_dir = args.out or runner["model_save_path"]
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    log_path = os.path.join(runner["model_save_path"], "train_log.jsonl")
+    if os.path.isfile(log_path):
+        records = read_train_log(log_path)
+        iters = [r["iteration"] for r in records]
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+        ax_loss.plot(iters, [r["loss"] for r in records])
+        ax_loss.set(xlabel="meta-iteration", ylabel="meta-loss (query, after adaptation)", yscale="log")
+        for k in range(len(records[0]["query_accuracy"])):
+            ax_acc.plot(iters, [100 * r["query_accuracy"][k] for r in records], label=f"after {k} steps")
+        ax_acc.set(xlabel="meta-iteration", ylabel="training query accuracy (%)")
+        ax_acc.legend()
+        fig.suptitle(os.path.basename(config["config_path"]) + ": meta-training")
+        written.append(_save(fig, out_dir, "train_curve.png"))
+    results_path = os.path.join(runner["infer_load_path"], "infer_results.json")
+    if os.path.isfile(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+        epochs = sorted(results["epochs"], key=int)
+        settings = results.get("settings", {})
+        title = (f"{settings.get('n_way', '?')}-way {settings.get('k_spt', '?')}-shot, "
+                 f"{settings.get('episodes', '?')} test episodes")
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for epoch in epochs:
+            rows = results["epochs"][epoch]
+            steps = [r["step"] for r in rows]
+            acc = [100 * r["accuracy"] for r in rows]
+            ci = [100 * r["ci95"] for r in rows]
+            ax.plot(steps, acc, marker="o", label=f"epoch {epoch}")
+            ax.fill_between(steps, [a - c for a, c in zip(acc, ci)], [a + c for a, c in zip(acc, ci)], alpha=0.2)
+        ax.set(xlabel="inner steps at test", ylabel="test accuracy (%)", title=title)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.legend(fontsize="small")
+        written.append(_save(fig, out_dir, "test_vs_steps.png"))
+        per_epoch = results.get("train_batches_per_epoch", runner["train_batches_per_epoch"])
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        final = [results["epochs"][e][-1] for e in epochs]
+        ax.errorbar([(int(e) + 1) * per_epoch for e in epochs], [100 * r["accuracy"] for r in final],
+                    yerr=[100 * r["ci95"] for r in final], marker="o", capsize=3)
+        ax.set(xlabel="meta-iteration", ylabel=f"test accuracy after {final[0]['step']} steps (%)", title=title)
+        written.append(_save(fig, out_dir, "test_vs_iters.png"))
+    if not written:
+        raise ValueError(f"nothing to plot: neither {log_path} nor {results_path} exists")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _save(fig, out_dir, name):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def main(argv=None):
+    import argparse
+
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--out", default=None)
+    known, rest = extra.parse_known_args(argv if argv is not None else sys.argv[1:])
+
+    def run(args):
+        args.out = known.out
+        plot(args)
+
+    cli.run(run, rest, description=__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    main()
