@@ -42,6 +42,35 @@ def train_step(model_def, model, optimizer, metrics, batch, config, where, save_
     return loss_value
 
 
+def resume(runner, model, optimizer, dataset, network, say):
+    """Load the newest verified checkpoint of runner.model_save_path into the model,
+    the optimizer, the random generators and the episode sampler; returns the
+    epoch to start from (0 when there is none)."""
+    save_path = runner["model_save_path"]
+    found = checkpoint.latest_good(save_path, warn=say)
+    if found is None:
+        if checkpoint.epochs_in(save_path):
+            raise ValueError(f"no checkpoint in {save_path} verifies (see the warnings above); "
+                             f"remove them or set runner.resume=False to start anew")
+        return 0
+    epoch, path, meta = found
+    checkpoint.check_network(path, meta, network)
+    state = checkpoint.load(path, model, optimizer)
+    runtime.set_rng_states(state["rng"])
+    dataset.set_state(state["sampler"])
+    say(f"resumed from {path} (epoch {epoch} done)")
+    return epoch + 1
+
+
+def gather_accuracies(metrics, world):
+    """Mean query accuracy after each inner step over every task of every
+    process since the last call; resets the metrics."""
+    shares = distributed.gather([m.values() for m in metrics], world)
+    for m in metrics:
+        m.reset()
+    return [float(np.concatenate(per_step).mean()) for per_step in zip(*shares)]
+
+
 def train(args):
     config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner, hp = config["runner"], config["hyper_parameters"]
@@ -60,24 +89,11 @@ def train(args):
     network = model_def.network_description(config)
     save_path = runner["model_save_path"]
 
-    start_epoch = 0
-    if runner["resume"]:
-        found = checkpoint.latest_good(save_path, warn=say)
-        if found is None and checkpoint.epochs_in(save_path):
-            raise ValueError(f"no checkpoint in {save_path} verifies (see the warnings above); "
-                             f"remove them or set runner.resume=False to start anew")
-        if found is not None:
-            epoch, path, meta = found
-            checkpoint.check_network(path, meta, network)
-            state = checkpoint.load(path, model, optimizer)
-            runtime.set_rng_states(state["rng"])
-            dataset.set_state(state["sampler"])
-            start_epoch = epoch + 1
-            say(f"resumed from {path} (epoch {epoch} done)")
+    start_epoch = resume(runner, model, optimizer, dataset, network, say) if runner["resume"] else 0
     if start_epoch >= runner["epochs"]:
         say(f"training already complete: {save_path} holds epoch {start_epoch - 1} of "
-              f"runner.epochs = {runner['epochs']}; raise runner.epochs to train on, or set "
-              f"runner.resume=False to start anew")
+            f"runner.epochs = {runner['epochs']}; raise runner.epochs to train on, or set "
+            f"runner.resume=False to start anew")
         return
 
     if rank == 0:
@@ -96,21 +112,16 @@ def train(args):
                                     rank, world)
             interval_losses.append(loss_value)
             if (it + 1) % runner["print_interval"] == 0 or it + 1 == per_epoch:
-                elapsed = time.time() - interval_start
-                shares = distributed.gather([m.values() for m in metrics], world)  # every task of every rank
-                accuracies = [float(np.concatenate(per_step).mean()) for per_step in zip(*shares)]
                 record = {"epoch": epoch, "iteration": iteration,
                           "loss": sum(interval_losses) / len(interval_losses),
-                          "query_accuracy": accuracies,
-                          "tasks_per_s": len(interval_losses) * batch_size / elapsed}
+                          "query_accuracy": gather_accuracies(metrics, world),
+                          "tasks_per_s": len(interval_losses) * batch_size / (time.time() - interval_start)}
                 accs = ", ".join(f"{n}: {a:.4f}" for n, a in zip(names, record["query_accuracy"]))
                 say(f"epoch: {epoch}, batch_id: {it + 1}/{per_epoch}, loss: {record['loss']:.4f}, "
                     f"query {accs}, tasks/s: {record['tasks_per_s']:.1f}", flush=True)
                 if rank == 0:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                for m in metrics:
-                    m.reset()
                 interval_start, interval_losses = time.time(), []
         state = {"epoch": epoch, "iteration": (epoch + 1) * per_epoch,
                  "rng": runtime.rng_states(), "sampler": dataset.get_state()}

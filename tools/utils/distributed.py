@@ -10,7 +10,6 @@ single-process meta-gradient, and every process applies the same update.
 """
 import os
 
-import paddle
 import paddle.distributed as dist
 
 
