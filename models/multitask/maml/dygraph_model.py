@@ -36,6 +36,8 @@ HYPER_PARAMETER_OPTIONS = [
     Option("update_step", int, 1, "inner steps in meta-training", (at_least(0), "an integer >= 0")),
     Option("update_step_test", int, 3, "inner steps at test", (at_least(0), "an integer >= 0")),
     Option("first_order", bool, False, "True: first-order MAML (no second derivatives)"),
+    Option("adapt_layers", str, "all", "all: the inner loop adapts every parameter (MAML); head: only "
+           "the classifier fc.weight and fc.bias (ANIL, Raghu et al. 2020)", choices=["all", "head"]),
     Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
     Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
     Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
@@ -56,20 +58,24 @@ HYPER_PARAMETER_OPTIONS = [
 ]
 
 
-def adapt(model, params, x, y, steps, lr, mode, on_step=None):
+def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
     """Run `steps` inner SGD steps on cross_entropy(model(x, params), y).
 
     x: [B, C, H, W]; y: [B] int64; params: list of tensors ordered like
-    model.param_list. mode:
+    model.param_list. adapted: indices of the parameters the inner loop updates
+    (None: all); the others pass through unchanged. mode:
       "second": the returned fast weights are differentiable functions of
                 `params` through every inner gradient (create_graph=True);
       "first":  the inner gradients are constants (first-order MAML);
       "none":   nothing is tracked (evaluation); returns detached leaves.
     on_step(step, params) is called after each step. Returns the fast weights.
     """
+    if adapted is None:
+        adapted = list(range(len(params)))
     if mode == "none":
         params = [_leaf(p) for p in params]
     for step in range(1, steps + 1):
+        targets = [params[i] for i in adapted]
         if mode == "second":
             # Paddle 3.3.1 (and 2.6.2) silently return a wrong conv2d double
             # gradient unless the conv input is itself a gradient input: make
@@ -77,11 +83,13 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None):
             x_leaf = x.detach()
             x_leaf.stop_gradient = False
             loss = cross_entropy(model(x_leaf, params), y)
-            grads = paddle.grad(loss, params + [x_leaf], create_graph=True)[:-1]
+            grads = paddle.grad(loss, targets + [x_leaf], create_graph=True)[:-1]
         else:  # no double gradient needed: the fused kernels
             loss = cross_entropy(model(x, params, twice_differentiable=False), y, False)
-            grads = paddle.grad(loss, params, retain_graph=mode == "first")
-        params = [p - lr * g for p, g in zip(params, grads)]
+            grads = paddle.grad(loss, targets, retain_graph=mode == "first")
+        params = list(params)
+        for i, g in zip(adapted, grads):
+            params[i] = params[i] - lr * g
         if mode == "none":
             params = [_leaf(p) for p in params]
         if on_step is not None:
@@ -172,6 +180,13 @@ class DygraphModel:
                 paddle.to_tensor(np.stack(columns[3]))]
 
     @staticmethod
+    def adapted_indices(dy_model, config):
+        """Indices of the parameters the inner loop adapts (adapt_layers)."""
+        if config["hyper_parameters"]["adapt_layers"] == "head":
+            return [i for i, name in enumerate(dy_model.param_names) if name.startswith("fc.")]
+        return list(range(len(dy_model.param_names)))
+
+    @staticmethod
     def inner_lr(config):
         """The step size applied to the gradient of the *mean* support loss."""
         hp = config["hyper_parameters"]
@@ -201,8 +216,8 @@ class DygraphModel:
         for t in range(xs.shape[0]):
             record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps)
             record(0, dy_model.param_list)
-            fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
-                         self.inner_lr(config), mode, on_step=record)
+            fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.inner_lr(config),
+                         mode, on_step=record, adapted=self.adapted_indices(dy_model, config))
             # The query loss is differentiated once (through the fast weights
             # and, behind them, the inner gradients): the fused kernels serve.
             logits = dy_model(xq[t], fast, twice_differentiable=False)
@@ -220,8 +235,8 @@ class DygraphModel:
         for t in range(xs.shape[0]):
             record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps + 1)
             record(0, dy_model.param_list)
-            adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps,
-                  self.inner_lr(config), "none", on_step=record)
+            adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.inner_lr(config), "none",
+                  on_step=record, adapted=self.adapted_indices(dy_model, config))
         return metrics_list, {}
 
     @staticmethod
