@@ -28,8 +28,11 @@ def float64():
     paddle.set_default_dtype("float32")
 
 
-def make_config(first_order, downsample, reduction="mean", alpha=ALPHA, adapt_layers="all"):
+def make_config(first_order, downsample, reduction="mean", alpha=ALPHA, adapt_layers="all",
+                first_order_epochs=0, multi_step_loss=False):
     return {"hyper_parameters": {"n_way": 3, "k_spt": 2, "k_query": 2, "update_step": STEPS,
+                                 "first_order_epochs": first_order_epochs,
+                                 "multi_step_loss": multi_step_loss, "multi_step_loss_epochs": 4,
                                  "update_step_test": STEPS, "first_order": first_order,
                                  "downsample": downsample, "bn_channel": 6,
                                  "inner_loss_reduction": reduction, "adapt_layers": adapt_layers,
@@ -53,8 +56,9 @@ def make_net(downsample, seed=0):
     return net
 
 
-def project_meta_gradient(net, batch, config):
+def project_meta_gradient(net, batch, config, epoch=0):
     model = DygraphModel()
+    model.set_epoch(epoch)
     metrics, _ = model.create_metrics(STEPS)
     for p in net.param_list:
         p.clear_gradient()
@@ -92,17 +96,35 @@ def reference_meta_gradient(net, batch, first_order, eps=1e-6, adapted=None):
     return total
 
 
-def meta_objective(net, batch, theta):
-    """J(theta) with plain first-order machinery (no graph kept)."""
-    losses = []
-    for xs, ys, xq, yq in batch:
-        params = theta
-        for _ in range(STEPS):
-            params = [p - ALPHA * g for p, g in zip(params, first_order_grad(net, params, xs, ys))]
+def meta_objective(net, batch, theta, step_weights=(0.0,) * (STEPS - 1) + (1.0,)):
+    """J(theta) = mean over tasks of sum_k w_k L_q(theta_k), with plain
+    first-order machinery (no graph kept)."""
+    def query_loss(params, xq, yq):
         with paddle.no_grad():
             pt = [paddle.to_tensor(p) for p in params]
-            losses.append(float(cross_entropy(net(paddle.to_tensor(xq), pt), paddle.to_tensor(yq))))
+            return float(cross_entropy(net(paddle.to_tensor(xq), pt), paddle.to_tensor(yq)))
+
+    losses = []
+    for xs, ys, xq, yq in batch:
+        params, total = theta, 0.0
+        for k in range(STEPS):
+            params = [p - ALPHA * g for p, g in zip(params, first_order_grad(net, params, xs, ys))]
+            if step_weights[k]:
+                total += step_weights[k] * query_loss(params, xq, yq)
+        losses.append(total)
     return float(np.mean(losses))
+
+
+def directional_check(net, batch, ours, step_weights, seed):
+    theta = [p.numpy() for p in net.param_list]
+    rng = np.random.RandomState(seed)
+    eps = 1e-7
+    for _ in range(3):
+        d = [rng.randn(*p.shape) for p in theta]
+        fd = (meta_objective(net, batch, [p + eps * e for p, e in zip(theta, d)], step_weights)
+              - meta_objective(net, batch, [p - eps * e for p, e in zip(theta, d)], step_weights)) / (2 * eps)
+        analytic = sum(float((g * e).sum()) for g, e in zip(ours, d))
+        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
 
 
 def relative_error(a, b):
@@ -170,3 +192,29 @@ def test_anil_meta_gradient_matches_reference(first_order):
     assert relative_error(ours, reference) < (1e-10 if first_order else 1e-7)
     full, _ = project_meta_gradient(net, batch, make_config(first_order, "maxpool"))
     assert relative_error(ours, full) > 1e-3
+
+
+def test_multi_step_loss_meta_gradient_matches_directional_differences():
+    from dygraph_model import multi_step_loss_weights
+
+    assert multi_step_loss_weights(2, 0, 4) == [0.5, 0.5]
+    assert multi_step_loss_weights(2, 2, 4)[0] == pytest.approx(0.25)
+    assert multi_step_loss_weights(2, 100, 4) == pytest.approx([0.015, 0.985])
+    net = make_net("stride", seed=21)
+    batch = make_batch(np.random.RandomState(22))
+    config = make_config(False, "stride", multi_step_loss=True)
+    ours, loss = project_meta_gradient(net, batch, config, epoch=1)
+    weights = multi_step_loss_weights(STEPS, 1, 4)
+    theta = [p.numpy() for p in net.param_list]
+    assert abs(meta_objective(net, batch, theta, weights) - loss) < 1e-12
+    directional_check(net, batch, ours, weights, seed=23)
+
+
+def test_derivative_order_annealing_is_first_order_then_second():
+    net = make_net("stride", seed=31)
+    batch = make_batch(np.random.RandomState(32))
+    config = make_config(False, "stride", first_order_epochs=2)
+    early, _ = project_meta_gradient(net, batch, config, epoch=1)
+    late, _ = project_meta_gradient(net, batch, config, epoch=2)
+    assert relative_error(early, reference_meta_gradient(net, batch, first_order=True)) < 1e-10
+    assert relative_error(late, reference_meta_gradient(net, batch, first_order=False)) < 1e-7

@@ -39,6 +39,8 @@ def train_step(model_def, model, optimizer, metrics, batch, config, where, save_
         raise FloatingPointError(f"{problem} at {where}; stopped before the update, nothing saved{kept}")
     optimizer.step()
     optimizer.clear_grad()
+    if model_def.lr_scheduler is not None:
+        model_def.lr_scheduler.step()
     return loss_value
 
 
@@ -103,6 +105,7 @@ def train(args):
     metrics, names = model_def.create_metrics(hp["update_step"])
     batch_size, per_epoch = runner["train_batch_size"], runner["train_batches_per_epoch"]
     for epoch in range(start_epoch, runner["epochs"]):
+        model_def.set_epoch(epoch)
         interval_start, interval_losses = time.time(), []
         for it in range(per_epoch):
             batch = list(itertools.islice(episodes, batch_size))

@@ -24,6 +24,11 @@ HYPER_PARAMETER_OPTIONS = [
     Option("meta_optimizer.class", str, "Adam", "meta (outer) optimizer", choices=["Adam"]),
     Option("meta_optimizer.learning_rate", float, 0.001, "meta learning rate (beta)",
            (positive, "a number > 0")),
+    Option("meta_optimizer.lr_schedule", str, "constant", "constant, or cosine: cosine annealing of the "
+           "meta learning rate over all meta-iterations down to min_learning_rate (MAML++)",
+           choices=["constant", "cosine"]),
+    Option("meta_optimizer.min_learning_rate", float, 0.0, "the cosine schedule's final learning rate",
+           (at_least(0), "a number >= 0")),
     Option("meta_optimizer.strategy", str, "async", "PaddleRec key, not used", legacy=True),
     Option("base_optimizer.class", str, "SGD", "inner-loop optimizer", choices=["SGD"]),
     Option("base_optimizer.learning_rate", float, 0.4, "inner-loop step size (alpha)",
@@ -36,6 +41,12 @@ HYPER_PARAMETER_OPTIONS = [
     Option("update_step", int, 1, "inner steps in meta-training", (at_least(0), "an integer >= 0")),
     Option("update_step_test", int, 3, "inner steps at test", (at_least(0), "an integer >= 0")),
     Option("first_order", bool, False, "True: first-order MAML (no second derivatives)"),
+    Option("first_order_epochs", int, 0, "derivative-order annealing (MAML++): first order during the "
+           "first this many epochs, then as first_order says", (at_least(0), "an integer >= 0")),
+    Option("multi_step_loss", bool, False, "MAML++'s multi-step loss: the meta-loss weighs the query loss "
+           "after every inner step, annealed towards the last step over multi_step_loss_epochs"),
+    Option("multi_step_loss_epochs", int, 10, "epochs over which the multi-step loss weights anneal",
+           (positive, "an integer >= 1")),
     Option("adapt_layers", str, "all", "all: the inner loop adapts every parameter (MAML); head: only "
            "the classifier fc.weight and fc.bias (ANIL, Raghu et al. 2020)", choices=["all", "head"]),
     Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
@@ -97,6 +108,17 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
     return params
 
 
+def multi_step_loss_weights(steps, epoch, anneal_epochs):
+    """MAML++'s weights of the query losses after inner steps 1..steps
+    (Antoniou et al. 2019): uniform at epoch 0; every epoch each of the first
+    steps - 1 weights loses 1 / (steps * anneal_epochs), down to 0.03 / steps,
+    and the last weight gains what they lose."""
+    uniform, low = 1.0 / steps, 0.03 / steps
+    decay = uniform / anneal_epochs
+    weights = [max(uniform - epoch * decay, low)] * (steps - 1)
+    return weights + [min(uniform + epoch * (steps - 1) * decay, 1.0 - (steps - 1) * low)]
+
+
 def _leaf(tensor):
     leaf = tensor.detach()
     leaf.stop_gradient = False
@@ -152,7 +174,17 @@ class EpisodeAccuracy(paddle.metric.Metric):
 
 
 class DygraphModel:
-    """PaddleRec's model interface, for MAML few-shot classification."""
+    """PaddleRec's model interface, for MAML few-shot classification.
+
+    The trainer calls set_epoch(epoch) before each epoch (MAML++'s annealed
+    options depend on it) and steps `lr_scheduler` after each meta-update when
+    create_optimizer made one."""
+
+    epoch = 0
+    lr_scheduler = None
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
 
     HYPER_PARAMETER_OPTIONS = HYPER_PARAMETER_OPTIONS
     mean_and_ci95 = staticmethod(mean_and_ci95)
@@ -197,7 +229,12 @@ class DygraphModel:
         return cross_entropy(logits, labels)
 
     def create_optimizer(self, dy_model, config):
-        lr = config["hyper_parameters"]["meta_optimizer"]["learning_rate"]
+        meta = config["hyper_parameters"]["meta_optimizer"]
+        lr = meta["learning_rate"]
+        if meta["lr_schedule"] == "cosine":
+            runner = config["runner"]
+            lr = self.lr_scheduler = paddle.optimizer.lr.CosineAnnealingDecay(
+                lr, T_max=runner["epochs"] * runner["train_batches_per_epoch"], eta_min=meta["min_learning_rate"])
         return paddle.optimizer.Adam(learning_rate=lr, parameters=dy_model.parameters())
 
     def create_metrics(self, steps):
@@ -209,20 +246,35 @@ class DygraphModel:
         """Meta-objective of one meta-batch; metrics_list[k] receives the query
         accuracy after k inner steps. Returns (loss, metrics_list, print_dict)."""
         hp = config["hyper_parameters"]
-        mode = "first" if hp["first_order"] else "second"
+        first = hp["first_order"] or self.epoch < hp["first_order_epochs"]
+        mode = "first" if first else "second"
         xs, ys, xq, yq = self.create_feeds(batch_data, config)
         steps = hp["update_step"]
+        multi_step = hp["multi_step_loss"] and steps > 1
+        weights = (multi_step_loss_weights(steps, self.epoch, hp["multi_step_loss_epochs"])
+                   if multi_step else [0.0] * (steps - 1) + [1.0])
         task_losses = []
         for t in range(xs.shape[0]):
+            query_losses = []
             record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps)
+
+            def on_step(step, params, xq=xq[t], yq=yq[t], record=record, query_losses=query_losses):
+                if multi_step and step < steps:  # an intermediate query loss of the multi-step loss
+                    logits = dy_model(xq, params, twice_differentiable=False)
+                    query_losses.append(weights[step - 1] * cross_entropy(logits, yq, False))
+                    metrics_list[step].update(accuracy(logits.detach(), yq))
+                else:
+                    record(step, params)
+
             record(0, dy_model.param_list)
             fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.inner_lr(config),
-                         mode, on_step=record, adapted=self.adapted_indices(dy_model, config))
+                         mode, on_step=on_step, adapted=self.adapted_indices(dy_model, config))
             # The query loss is differentiated once (through the fast weights
             # and, behind them, the inner gradients): the fused kernels serve.
             logits = dy_model(xq[t], fast, twice_differentiable=False)
-            task_losses.append(cross_entropy(logits, yq[t], twice_differentiable=False))
+            query_losses.append(weights[-1] * cross_entropy(logits, yq[t], twice_differentiable=False))
             metrics_list[steps].update(accuracy(logits.detach(), yq[t]))
+            task_losses.append(paddle.add_n(query_losses) if len(query_losses) > 1 else query_losses[0])
         loss = paddle.stack(task_losses).mean()
         return loss, metrics_list, {"loss": loss}
 
