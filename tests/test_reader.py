@@ -76,3 +76,15 @@ def test_too_few_classes_or_images_are_clear_errors(characters):
         RecDataset(TRAIN, 41, 1, 1, 28, 0, characters=characters)
     with pytest.raises(ValueError, match="fewer than k_spt \\+ k_query = 21"):
         OmniglotCharacters(TRAIN, 28, min_images=21)
+
+
+def test_task_rotation_turns_a_whole_episode_by_one_multiple_of_90_degrees(characters):
+    plain = RecDataset(TRAIN, 5, 1, 2, 28, 4, num_episodes=30, characters=characters)
+    turned = RecDataset(TRAIN, 5, 1, 2, 28, 4, num_episodes=30, characters=characters, task_rotation=True)
+    seen = set()
+    for (sx, _, qx, _), (tx, _, tqx, _) in zip(plain, turned):
+        plain.rng.randint(4)  # keep the two samplers in step (the turned one draws the angle)
+        turns = [k for k in range(4) if np.array_equal(np.rot90(sx, k, axes=(2, 3)), tx)]
+        assert len(turns) == 1 and np.array_equal(np.rot90(qx, turns[0], axes=(2, 3)), tqx)
+        seen.add(turns[0])
+    assert seen == {0, 1, 2, 3}

@@ -58,6 +58,8 @@ HYPER_PARAMETER_OPTIONS = [
            (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(r in (0, 90, 180, 270) and
                                                                    not isinstance(r, bool) for r in v),
             "a list of distinct angles from 0, 90, 180, 270")),
+    Option("task_rotation", bool, False, "task augmentation in meta-training: every image of an episode "
+           "turned by one random multiple of 90 degrees"),
     Option("imgsize", int, 28, "images are resized to imgsize x imgsize",
            (at_least(16), "an integer >= 16")),
     Option("downsample", str, "stride", "stride: stride-2 convs + spatial mean (paper); "

@@ -112,11 +112,14 @@ class RecDataset(paddle.io.IterableDataset):
     episodes, and no global RNG is touched.
 
     num_episodes: the number of episodes one iteration yields (None: endless).
+    task_rotation: turn every image of an episode by one random multiple of 90
+    degrees (task augmentation at sampling time; training only).
     """
 
     def __init__(self, data_dir, n_way, k_spt, k_query, imgsize, seed, num_episodes=None,
-                 characters=None, rotations=(0,)):
+                 characters=None, rotations=(0,), task_rotation=False):
         super().__init__()
+        self.task_rotation = task_rotation
         self.n_way, self.k_spt, self.k_query = n_way, k_spt, k_query
         self.characters = characters if characters is not None else OmniglotCharacters(data_dir, imgsize, k_spt + k_query,
                                                            rotations)
@@ -134,15 +137,17 @@ class RecDataset(paddle.io.IterableDataset):
         hp, runner = config["hyper_parameters"], config["runner"]
         if mode == "train":
             data_dir, seed, num_episodes = runner["train_data_dir"], runner["seed"], None
-            k_query = hp["k_query"]
+            k_query, task_rotation = hp["k_query"], hp["task_rotation"]
         elif mode == "infer":
+            task_rotation = False
             data_dir, seed, num_episodes = (runner["test_data_dir"], runner["infer_seed"],
                                             runner["infer_episodes"])
             k_query = hp["k_query_test"]
         else:
             raise ValueError(f"mode must be train or infer, got {mode!r}")
         return cls(data_dir, hp["n_way"], hp["k_spt"], k_query, hp["imgsize"], seed,
-                   num_episodes=num_episodes, characters=characters, rotations=hp["rotations"])
+                   num_episodes=num_episodes, characters=characters, rotations=hp["rotations"],
+                   task_rotation=task_rotation)
 
     def sample_episode(self):
         shots = self.k_spt + self.k_query
@@ -152,9 +157,13 @@ class RecDataset(paddle.io.IterableDataset):
             picks = images[self.rng.choice(len(images), shots, replace=False)]
             support.append(picks[: self.k_spt])
             query.append(picks[self.k_spt:])
+        support, query = np.concatenate(support), np.concatenate(query)
+        if self.task_rotation:  # the whole task turned by the same multiple of 90 degrees
+            turns = self.rng.randint(4)
+            support, query = (np.rot90(a, turns, axes=(1, 2)) for a in (support, query))
         labels = np.arange(self.n_way, dtype="int64")
-        return (_to_float(np.concatenate(support)), np.repeat(labels, self.k_spt),
-                _to_float(np.concatenate(query)), np.repeat(labels, self.k_query))
+        return (_to_float(support), np.repeat(labels, self.k_spt),
+                _to_float(query), np.repeat(labels, self.k_query))
 
     def __iter__(self):
         count = 0
