@@ -57,11 +57,11 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
 
 
 def test_resume_is_exact_with_the_annealed_options(tmp_path):
-    """Cosine meta learning rate, multi-step loss and derivative-order annealing
+    """Cosine meta learning rate, multi-step loss, derivative-order annealing and learned inner rates
     all depend on the epoch or the iteration: a resumed run must continue them."""
     annealed = ["-o", "hyper_parameters.meta_optimizer.lr_schedule=cosine", "-o", "hyper_parameters.update_step=2",
                 "-o", "hyper_parameters.multi_step_loss=True", "-o", "hyper_parameters.first_order_epochs=1",
-                "-o", "hyper_parameters.multi_step_loss_epochs=2"]
+                "-o", "hyper_parameters.multi_step_loss_epochs=2", "-o", "hyper_parameters.learn_inner_lr=True"]
     straight = tmp_path / "straight"
     assert trainer(straight, "-o", "runner.epochs=2", *annealed).returncode == 0
     resumed = tmp_path / "resumed"  # as if killed during epoch 1: only checkpoint 0 survives

@@ -114,10 +114,10 @@ def latest_good(root, warn=print):
 def check_network(path, meta, network):
     """Raise CheckpointError if the checkpoint was made for another network shape."""
     saved = meta.get("network", {})
-    for key, value in network.items():
-        if saved.get(key) != value:
+    for key in sorted(set(saved) | set(network)):
+        if saved.get(key) != network.get(key):
             raise CheckpointError(f"checkpoint {path} was made for {key} = {saved.get(key)!r}, "
-                                  f"but the config says {value!r}")
+                                  f"but the config says {network.get(key)!r}")
 
 
 def load(path, model, optimizer=None):

@@ -47,6 +47,8 @@ HYPER_PARAMETER_OPTIONS = [
            "after every inner step, annealed towards the last step over multi_step_loss_epochs"),
     Option("multi_step_loss_epochs", int, 10, "epochs over which the multi-step loss weights anneal",
            (positive, "an integer >= 1")),
+    Option("learn_inner_lr", bool, False, "MAML++: meta-learn one inner learning rate per parameter "
+           "tensor and inner step, starting at alpha (steps beyond update_step at test use the last)"),
     Option("adapt_layers", str, "all", "all: the inner loop adapts every parameter (MAML); head: only "
            "the classifier fc.weight and fc.bias (ANIL, Raghu et al. 2020)", choices=["all", "head"]),
     Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
@@ -75,10 +77,12 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
     """Run `steps` inner SGD steps on cross_entropy(model(x, params), y).
 
     x: [B, C, H, W]; y: [B] int64; params: list of tensors ordered like
-    model.param_list. adapted: indices of the parameters the inner loop updates
-    (None: all); the others pass through unchanged. mode:
+    model.param_list. lr: a number, or a tensor [len(params), S] of learned
+    rates (parameter i at step k uses lr[i, min(k, S) - 1]). adapted: indices of
+    the parameters the inner loop updates (None: all); the others pass through
+    unchanged. mode:
       "second": the returned fast weights are differentiable functions of
-                `params` through every inner gradient (create_graph=True);
+                `params` (and learned rates) through every inner gradient;
       "first":  the inner gradients are constants (first-order MAML);
       "none":   nothing is tracked (evaluation); returns detached leaves.
     on_step(step, params) is called after each step. Returns the fast weights.
@@ -87,6 +91,8 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
         adapted = list(range(len(params)))
     if mode == "none":
         params = [_leaf(p) for p in params]
+        if isinstance(lr, paddle.Tensor):
+            lr = lr.detach()
     for step in range(1, steps + 1):
         targets = [params[i] for i in adapted]
         if mode == "second":
@@ -102,7 +108,8 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
             grads = paddle.grad(loss, targets, retain_graph=mode == "first")
         params = list(params)
         for i, g in zip(adapted, grads):
-            params[i] = params[i] - lr * g
+            rate = lr[i, min(step, lr.shape[1]) - 1] if isinstance(lr, paddle.Tensor) else lr
+            params[i] = params[i] - rate * g
         if mode == "none":
             params = [_leaf(p) for p in params]
         if on_step is not None:
@@ -193,14 +200,18 @@ class DygraphModel:
 
     def create_model(self, config):
         hp = config["hyper_parameters"]
+        learned = (self.inner_lr(config), max(hp["update_step"], 1)) if hp["learn_inner_lr"] else None
         return MAMLConvNet(n_way=hp["n_way"], in_channels=1, hidden_channels=hp["bn_channel"],
-                           downsample=hp["downsample"])
+                           downsample=hp["downsample"], learned_inner_lr=learned)
 
     def network_description(self, config):
         """What a checkpoint must match to be loaded into this config's model."""
         hp = config["hyper_parameters"]
-        return {"model": "maml_conv4", "n_way": hp["n_way"], "downsample": hp["downsample"],
-                "bn_channel": hp["bn_channel"]}
+        description = {"model": "maml_conv4", "n_way": hp["n_way"], "downsample": hp["downsample"],
+                       "bn_channel": hp["bn_channel"]}
+        if hp["learn_inner_lr"]:
+            description["learned_inner_lr_steps"] = max(hp["update_step"], 1)
+        return description
 
     def create_feeds(self, batch_data, config):
         """batch_data: list of episodes (support_x, support_y, query_x, query_y).
@@ -219,6 +230,10 @@ class DygraphModel:
         if config["hyper_parameters"]["adapt_layers"] == "head":
             return [i for i, name in enumerate(dy_model.param_names) if name.startswith("fc.")]
         return list(range(len(dy_model.param_names)))
+
+    def step_size(self, dy_model, config):
+        """What adapt() takes as lr: the learned rates if the model has them."""
+        return dy_model.inner_lrs if dy_model.inner_lrs is not None else self.inner_lr(config)
 
     @staticmethod
     def inner_lr(config):
@@ -269,7 +284,7 @@ class DygraphModel:
                     record(step, params)
 
             record(0, dy_model.param_list)
-            fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.inner_lr(config),
+            fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.step_size(dy_model, config),
                          mode, on_step=on_step, adapted=self.adapted_indices(dy_model, config))
             # The query loss is differentiated once (through the fast weights
             # and, behind them, the inner gradients): the fused kernels serve.
@@ -289,7 +304,7 @@ class DygraphModel:
         for t in range(xs.shape[0]):
             record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps + 1)
             record(0, dy_model.param_list)
-            adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.inner_lr(config), "none",
+            adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.step_size(dy_model, config), "none",
                   on_step=record, adapted=self.adapted_indices(dy_model, config))
         return metrics_list, {}
 

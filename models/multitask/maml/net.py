@@ -110,6 +110,10 @@ class MAMLConvNet(nn.Layer):
                              bn{i}.weight [C_out] (scale), bn{i}.bias [C_out]
         then fc.weight [C_out, n_way], fc.bias [n_way]
 
+    learned_inner_lr: None, or (initial value, inner steps) to add the
+    parameter `inner_lrs` [len(param_list), steps] (MAML++'s per-layer per-step
+    learning rates).
+
     downsample:
         "stride":  3x3 conv with stride 2 and TF-style SAME padding, then after the
                    last block the spatial mean (the MAML paper's Omniglot network,
@@ -124,7 +128,7 @@ class MAMLConvNet(nn.Layer):
     """
 
     def __init__(self, n_way, in_channels=1, hidden_channels=64, downsample="stride",
-                 activation=F.relu):
+                 activation=F.relu, learned_inner_lr=None):
         super().__init__()
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
@@ -147,6 +151,14 @@ class MAMLConvNet(nn.Layer):
         bound = math.sqrt(6.0 / (channels + n_way))
         self._add("fc.weight", [channels, n_way], nn.initializer.Uniform(-bound, bound))
         self._add("fc.bias", [n_way], nn.initializer.Constant(0.0))
+        # MAML++'s learned per-layer per-step inner learning rates: one per
+        # parameter tensor and inner step, meta-learned with the weights; not
+        # part of param_list (the inner loop does not adapt them).
+        self.inner_lrs = None
+        if learned_inner_lr is not None:
+            initial, steps = learned_inner_lr
+            self.inner_lrs = self.create_parameter(
+                [len(self.param_names), steps], default_initializer=nn.initializer.Constant(initial))
 
     def _add(self, name, shape, initializer):
         param = self.create_parameter(shape, default_initializer=initializer)
