@@ -149,8 +149,8 @@ def mean_and_ci95(values):
 
 
 class EpisodeAccuracy(paddle.metric.Metric):
-    """Collects one accuracy per task; accumulate() gives their mean,
-    confidence_interval() the half-width of the 95 % normal interval."""
+    """Collects one accuracy per task; values() returns them all (the drivers
+    gather them across processes), accumulate() their mean."""
 
     def __init__(self, name):
         super().__init__()
@@ -174,12 +174,6 @@ class EpisodeAccuracy(paddle.metric.Metric):
 
     def accumulate(self):
         return mean_and_ci95(self.values())[0]
-
-    def confidence_interval(self):
-        return mean_and_ci95(self.values())[1]
-
-    def count(self):
-        return len(self.values())
 
 
 class DygraphModel:
