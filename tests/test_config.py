@@ -103,7 +103,8 @@ def test_bigdata_configs_differ_only_where_the_paper_does():
               "hyper_parameters.rotations", "hyper_parameters.meta_optimizer.learning_rate",
               "hyper_parameters.downsample", "hyper_parameters.bn_channel",
               "hyper_parameters.inner_loss_reduction", "runner.infer_episodes"}
-    configs = [load(p) for p in SHIPPED if "bigdata" in p]
+    # MAML++ follows its own authors' protocol (see its header), the others the MAML paper's.
+    configs = [load(p) for p in SHIPPED if "bigdata" in p and "plus_plus" not in p]
     for key in common:
         section, rest = key.split(".", 1)
         values = set()

@@ -1,4 +1,5 @@
 """trainer.py and infer.py end to end on the sample data, as a user runs them."""
+import glob
 import json
 import os
 import re
@@ -119,3 +120,23 @@ def test_plot_draws_the_curves_of_a_run(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     results = json.load(open(os.path.join(out, "infer_results.json")))
     assert sorted(results["epochs"]) == ["0", "1"] and results["settings"]["update_step_test"] == 3
+
+
+SHIPPED_CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(
+    os.path.join(ROOT, "models", "multitask", "*", "config*.yaml")))
+
+
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS)
+def test_every_shipped_config_trains_and_infers_on_the_sample_data(tmp_path, config):
+    """A short run of each config (MAML and its relatives, Reptile) with the
+    bundled sample data in place of full Omniglot."""
+    sample = os.path.join(MODEL_DIR, "data", "sample_data")
+    where, _ = paths(tmp_path)
+    small = ["-o", f"runner.train_data_dir={sample}/train", "-o", f"runner.test_data_dir={sample}/test",
+             "-o", "hyper_parameters.rotations=[0]", "-o", "runner.train_batch_size=2",
+             "-o", "runner.train_batches_per_epoch=2", "-o", "runner.epochs=1", "-o", "runner.infer_episodes=2",
+             "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1"]
+    for script in ("tools/trainer.py", "tools/infer.py"):
+        result = run([script, "-m", config] + small + where, ROOT)
+        assert result.returncode == 0, result.stderr
+    assert "epoch 0: 2 test episodes" in result.stdout and "after 1 inner steps: accuracy" in result.stdout

@@ -253,3 +253,50 @@ def test_learned_inner_learning_rates_get_the_right_gradient():
         fd = (objective(rates + eps * d) - objective(rates - eps * d)) / (2 * eps)
         assert abs(fd - float((ours * d).sum())) < 1e-7 * max(1.0, abs(fd))
     assert np.abs(ours).max() > 1e-4
+
+
+def test_per_step_batch_norm_weights_meta_gradient_matches_directional_differences():
+    """MAML++'s per-step batch-norm weights: step k's support forward and the
+    query forward after step k + 1 use row k; the inner loop leaves them alone,
+    the meta-gradient reaches every row."""
+    paddle.seed(51)
+    net = MAMLConvNet(n_way=3, hidden_channels=6, downsample="maxpool", activation=F.tanh, bn_steps=STEPS)
+    rng = np.random.RandomState(52)
+    for p in net.param_list:
+        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
+    batch = make_batch(np.random.RandomState(53))
+    config = make_config(False, "maxpool")
+    config["hyper_parameters"]["per_step_bn_weights"] = True
+    ours, loss = project_meta_gradient(net, batch, config)
+    is_bn = [name.startswith("bn") for name in net.param_names]
+
+    def grads_at(params, x, y, bn_step):
+        pt = [paddle.to_tensor(p, stop_gradient=False) for p in params]
+        value = cross_entropy(net(paddle.to_tensor(x), pt, bn_step=bn_step), paddle.to_tensor(y))
+        return [g.numpy() for g in paddle.grad(value, pt)]
+
+    def objective(theta):
+        losses = []
+        for xs, ys, xq, yq in batch:
+            params = theta
+            for k in range(STEPS):
+                grads = grads_at(params, xs, ys, k)
+                params = [p if bn else p - ALPHA * g for p, g, bn in zip(params, grads, is_bn)]
+            with paddle.no_grad():
+                pt = [paddle.to_tensor(p) for p in params]
+                losses.append(float(cross_entropy(net(paddle.to_tensor(xq), pt, bn_step=STEPS - 1),
+                                                  paddle.to_tensor(yq))))
+        return float(np.mean(losses))
+
+    theta = [p.numpy() for p in net.param_list]
+    assert abs(objective(theta) - loss) < 1e-12
+    eps = 1e-7
+    for _ in range(3):
+        d = [rng.randn(*p.shape) for p in theta]
+        fd = (objective([p + eps * e for p, e in zip(theta, d)])
+              - objective([p - eps * e for p, e in zip(theta, d)])) / (2 * eps)
+        analytic = sum(float((g * e).sum()) for g, e in zip(ours, d))
+        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
+    bn_scale = ours[net.param_names.index("bn1.weight")]
+    assert bn_scale.shape == (STEPS, 6) and np.abs(bn_scale).min(axis=1).max() > 0
+    assert np.abs(bn_scale[0] - bn_scale[1]).max() > 1e-6

@@ -47,7 +47,7 @@ RUNNER_OPTIONS = [
     Option("train_data_dir", str, REQUIRED, "training data: <alphabet>/<character>/*.png, or a folder prepared by run.sh",
            path=True),
     Option("train_reader_path", str, "omniglot_reader",
-           "reader module next to the config (importlib name)"),
+           "reader module next to the config (importlib name), or a path relative to it without .py"),
     Option("test_data_dir", str, REQUIRED, "test data folder, disjoint characters", path=True),
     Option("infer_reader_path", str, "omniglot_reader", "reader module used by infer.py"),
     Option("use_gpu", bool, False, "run on GPU 0 if Paddle was built with CUDA (else warn, use CPU)"),

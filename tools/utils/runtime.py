@@ -16,13 +16,15 @@ from utils.config import ConfigError, read_yaml  # noqa: E402
 
 def import_from_config_dir(config_dir, module_name, config_key):
     """Import MODULE_NAME.py from the config's folder (PaddleRec: model code lives
-    next to its config)."""
-    path = os.path.join(config_dir, module_name + ".py")
+    next to its config). MODULE_NAME may also be a path relative to that folder,
+    such as ../maml/omniglot_reader (a sibling model's reader)."""
+    path = os.path.normpath(os.path.join(config_dir, module_name + ".py"))
     if not os.path.isfile(path):
         raise ConfigError(f"{config_key}: {path} not found (the model code must sit next to its config)")
-    if config_dir not in sys.path:
-        sys.path.insert(0, config_dir)
-    return importlib.import_module(module_name)
+    module_dir = os.path.dirname(path)
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    return importlib.import_module(os.path.basename(module_name))
 
 
 def load_model_and_config(config_path, overrides, warn=print):

@@ -49,6 +49,8 @@ HYPER_PARAMETER_OPTIONS = [
            (positive, "an integer >= 1")),
     Option("learn_inner_lr", bool, False, "MAML++: meta-learn one inner learning rate per parameter "
            "tensor and inner step, starting at alpha (steps beyond update_step at test use the last)"),
+    Option("per_step_bn_weights", bool, False, "MAML++: one batch-norm scale and bias per inner step, "
+           "meta-learned and left out of the inner loop (batch statistics are always the current batch's)"),
     Option("adapt_layers", str, "all", "all: the inner loop adapts every parameter (MAML); head: only "
            "the classifier fc.weight and fc.bias (ANIL, Raghu et al. 2020)", choices=["all", "head"]),
     Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
@@ -85,7 +87,9 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
                 `params` (and learned rates) through every inner gradient;
       "first":  the inner gradients are constants (first-order MAML);
       "none":   nothing is tracked (evaluation); returns detached leaves.
-    on_step(step, params) is called after each step. Returns the fast weights.
+    on_step(step, params) is called after each step. Step k's support forward
+    uses the batch-norm weights of step k - 1 (per-step weights, MAML++).
+    Returns the fast weights.
     """
     if adapted is None:
         adapted = list(range(len(params)))
@@ -101,10 +105,10 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
             # the batch a fresh leaf, ask for its gradient and drop it.
             x_leaf = x.detach()
             x_leaf.stop_gradient = False
-            loss = cross_entropy(model(x_leaf, params), y)
+            loss = cross_entropy(model(x_leaf, params, bn_step=step - 1), y)
             grads = paddle.grad(loss, targets + [x_leaf], create_graph=True)[:-1]
         else:  # no double gradient needed: the fused kernels
-            loss = cross_entropy(model(x, params, twice_differentiable=False), y, False)
+            loss = cross_entropy(model(x, params, twice_differentiable=False, bn_step=step - 1), y, False)
             grads = paddle.grad(loss, targets, retain_graph=mode == "first")
         params = list(params)
         for i, g in zip(adapted, grads):
@@ -194,9 +198,11 @@ class DygraphModel:
 
     def create_model(self, config):
         hp = config["hyper_parameters"]
-        learned = (self.inner_lr(config), max(hp["update_step"], 1)) if hp["learn_inner_lr"] else None
+        steps = max(hp["update_step"], 1)
+        learned = (self.inner_lr(config), steps) if hp["learn_inner_lr"] else None
         return MAMLConvNet(n_way=hp["n_way"], in_channels=1, hidden_channels=hp["bn_channel"],
-                           downsample=hp["downsample"], learned_inner_lr=learned)
+                           downsample=hp["downsample"], learned_inner_lr=learned,
+                           bn_steps=steps if hp["per_step_bn_weights"] else 0)
 
     def network_description(self, config):
         """What a checkpoint must match to be loaded into this config's model."""
@@ -205,6 +211,8 @@ class DygraphModel:
                        "bn_channel": hp["bn_channel"]}
         if hp["learn_inner_lr"]:
             description["learned_inner_lr_steps"] = max(hp["update_step"], 1)
+        if hp["per_step_bn_weights"]:
+            description["bn_steps"] = max(hp["update_step"], 1)
         return description
 
     def create_feeds(self, batch_data, config):
@@ -220,10 +228,13 @@ class DygraphModel:
 
     @staticmethod
     def adapted_indices(dy_model, config):
-        """Indices of the parameters the inner loop adapts (adapt_layers)."""
-        if config["hyper_parameters"]["adapt_layers"] == "head":
+        """Indices of the parameters the inner loop adapts: adapt_layers, minus
+        per-step batch-norm weights (meta-learned only, as in MAML++)."""
+        hp = config["hyper_parameters"]
+        if hp["adapt_layers"] == "head":
             return [i for i, name in enumerate(dy_model.param_names) if name.startswith("fc.")]
-        return list(range(len(dy_model.param_names)))
+        skip_bn = hp.get("per_step_bn_weights", False)
+        return [i for i, name in enumerate(dy_model.param_names) if not (skip_bn and name.startswith("bn"))]
 
     def step_size(self, dy_model, config):
         """What adapt() takes as lr: the learned rates if the model has them."""
@@ -271,7 +282,7 @@ class DygraphModel:
 
             def on_step(step, params, xq=xq[t], yq=yq[t], record=record, query_losses=query_losses):
                 if multi_step and step < steps:  # an intermediate query loss of the multi-step loss
-                    logits = dy_model(xq, params, twice_differentiable=False)
+                    logits = dy_model(xq, params, twice_differentiable=False, bn_step=step - 1)
                     query_losses.append(weights[step - 1] * cross_entropy(logits, yq, False))
                     metrics_list[step].update(accuracy(logits.detach(), yq))
                 else:
@@ -282,7 +293,7 @@ class DygraphModel:
                          mode, on_step=on_step, adapted=self.adapted_indices(dy_model, config))
             # The query loss is differentiated once (through the fast weights
             # and, behind them, the inner gradients): the fused kernels serve.
-            logits = dy_model(xq[t], fast, twice_differentiable=False)
+            logits = dy_model(xq[t], fast, twice_differentiable=False, bn_step=steps - 1)
             query_losses.append(weights[-1] * cross_entropy(logits, yq[t], twice_differentiable=False))
             metrics_list[steps].update(accuracy(logits.detach(), yq[t]))
             task_losses.append(paddle.add_n(query_losses) if len(query_losses) > 1 else query_losses[0])
@@ -305,13 +316,15 @@ class DygraphModel:
     @staticmethod
     def _query_accuracy_recorder(dy_model, xq, yq, metrics_list, skip_step):
         """on_step callback: query accuracy with the current fast weights, except
-        at `skip_step` (the caller records that one itself)."""
+        at `skip_step` (the caller records that one itself). After step k the
+        query forward uses step k's batch-norm weights, as the support forward
+        of that step did (MAML++)."""
 
         def record(step, params):
             if step == skip_step:
                 return
             with paddle.no_grad():
-                logits = dy_model(xq, params, twice_differentiable=False)
+                logits = dy_model(xq, params, twice_differentiable=False, bn_step=max(step - 1, 0))
                 metrics_list[step].update(accuracy(logits, yq))
 
         return record

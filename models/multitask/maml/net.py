@@ -114,6 +114,10 @@ class MAMLConvNet(nn.Layer):
     parameter `inner_lrs` [len(param_list), steps] (MAML++'s per-layer per-step
     learning rates).
 
+    bn_steps: 0, or S to give every batch norm one scale and bias per inner
+    step (MAML++'s per-step batch-norm weights): bn{i}.weight and bn{i}.bias
+    are then [S, C_out], and forward(..., bn_step=k) uses row min(k, S - 1).
+
     downsample:
         "stride":  3x3 conv with stride 2 and TF-style SAME padding, then after the
                    last block the spatial mean (the MAML paper's Omniglot network,
@@ -128,7 +132,7 @@ class MAMLConvNet(nn.Layer):
     """
 
     def __init__(self, n_way, in_channels=1, hidden_channels=64, downsample="stride",
-                 activation=F.relu, learned_inner_lr=None):
+                 activation=F.relu, learned_inner_lr=None, bn_steps=0):
         super().__init__()
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
@@ -145,8 +149,9 @@ class MAMLConvNet(nn.Layer):
             self._add(f"conv{i}.weight", [hidden_channels, channels, 3, 3],
                       nn.initializer.Uniform(-bound, bound))
             self._add(f"conv{i}.bias", [hidden_channels], nn.initializer.Constant(0.0))
-            self._add(f"bn{i}.weight", [hidden_channels], nn.initializer.Constant(1.0))
-            self._add(f"bn{i}.bias", [hidden_channels], nn.initializer.Constant(0.0))
+            bn_shape = [bn_steps, hidden_channels] if bn_steps else [hidden_channels]
+            self._add(f"bn{i}.weight", bn_shape, nn.initializer.Constant(1.0))
+            self._add(f"bn{i}.bias", bn_shape, nn.initializer.Constant(0.0))
             channels = hidden_channels
         bound = math.sqrt(6.0 / (channels + n_way))
         self._add("fc.weight", [channels, n_way], nn.initializer.Uniform(-bound, bound))
@@ -172,9 +177,10 @@ class MAMLConvNet(nn.Layer):
         """The meta-parameters, in the documented order."""
         return [getattr(self, name.replace(".", "_")) for name in self.param_names]
 
-    def forward(self, x, params=None, twice_differentiable=True):
+    def forward(self, x, params=None, twice_differentiable=True, bn_step=0):
         """x: [B, C, H, W] float; params: a list ordered like `param_list` (fast
         weights) or None for the module's own. Returns logits [B, n_way].
+        bn_step: the inner step whose batch-norm weights serve (only with bn_steps).
 
         twice_differentiable=False computes the same function with Paddle's fused
         batch_norm and max_pool2d kernels: faster, but only once differentiable
@@ -186,6 +192,9 @@ class MAMLConvNet(nn.Layer):
         h = x
         for i in range(NUM_BLOCKS):
             w, b, scale, shift = params[4 * i: 4 * i + 4]
+            if len(scale.shape) == 2:  # per-step batch-norm weights
+                row = min(bn_step, scale.shape[0] - 1)
+                scale, shift = scale[row], shift[row]
             if self.downsample == "stride":
                 h = F.conv2d(h, w, stride=2, padding="SAME")
             else:

@@ -1,0 +1,110 @@
+"""The MAML family on full Omniglot (5-way 1-shot) under the same CPU budget.
+
+    sh datasets/omniglot/run.sh                     # once
+    python benchmarks/compare_variants.py --out /tmp/variants [--budget-minutes 20]
+    python benchmarks/compare_variants.py --out /tmp/variants --summarize-only
+
+Every variant's shipped config is trained for the same wall-clock budget on
+one thread (OMP_NUM_THREADS=1), two variants at a time on a 2-core machine,
+and killed (SIGKILL) when the budget is up; the newest checkpoint (written at
+the end of every epoch; epochs are made short for that) is then evaluated by
+infer.py on the same 600 test episodes. Schedules that depend on the run's
+length (cosine and Reptile's linear annealing, MAML++'s multi-step loss
+annealing) keep the shipped config's full length, so each variant is seen
+as a user sees the first minutes of its full run. Prints a markdown table.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAML = "models/multitask/maml/"
+REPTILE = "models/multitask/reptile/"
+
+# name, label, config, meta-batch, meta-iterations per epoch, extra overrides (same run length as shipped)
+VARIANTS = [
+    ("maml", "MAML, second order", MAML + "config_bigdata.yaml", 32, 100, ["runner.epochs=600"]),
+    ("reptile", "Reptile, batched (5 tasks)", REPTILE + "config_bigdata.yaml", 5, 250, ["runner.epochs=400"]),
+    ("fomaml", "first-order MAML", MAML + "config_bigdata_first_order.yaml", 32, 100, ["runner.epochs=600"]),
+    ("mamlpp", "MAML++ (all options)", MAML + "config_bigdata_maml_plus_plus.yaml", 8, 50,
+     ["runner.epochs=1000", "hyper_parameters.multi_step_loss_epochs=100"]),
+    ("anil", "ANIL, second order", MAML + "config_bigdata_anil.yaml", 32, 100, ["runner.epochs=600"]),
+    ("reptile_serial", "Reptile, serial (1 task)", REPTILE + "config_bigdata_serial.yaml", 1, 1000,
+     ["runner.epochs=100"]),
+]
+
+
+def overrides(variant, out):
+    name, _, _, _, per_epoch, extra = variant
+    items = [f"runner.model_save_path={out}/{name}", "runner.print_interval=50",
+             f"runner.train_batches_per_epoch={per_epoch}"] + extra
+    return [a for o in items for a in ("-o", o)]
+
+
+def start(script, variant, out, extra, log):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, f"tools/{script}.py", "-m", variant[2]] + overrides(variant, out) + extra,
+                            cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def last_epoch(out, name):
+    epochs = [int(d) for d in os.listdir(os.path.join(out, name)) if d.isdigit()
+              and os.path.isfile(os.path.join(out, name, d, "meta.json"))]
+    return max(epochs)
+
+
+def run_pairs(out, budget_s):
+    for pair in (VARIANTS[0:2], VARIANTS[2:4], VARIANTS[4:6]):
+        procs = [start("trainer", v, out, [], f"{out}/train_{v[0]}.log") for v in pair]
+        deadline = time.time() + budget_s
+        for p in procs:
+            try:
+                p.wait(timeout=max(deadline - time.time(), 0))
+            except subprocess.TimeoutExpired:
+                p.kill()  # SIGKILL: the per-epoch checkpoints are atomic
+                p.wait()
+    for pair in (VARIANTS[0:2], VARIANTS[2:4], VARIANTS[4:6]):
+        procs = []
+        for v in pair:
+            e = last_epoch(out, v[0])
+            procs.append(start("infer", v, out, ["-o", f"runner.infer_load_path={out}/{v[0]}",
+                                                 "-o", f"runner.infer_start_epoch={e}",
+                                                 "-o", f"runner.infer_end_epoch={e + 1}"], f"{out}/infer_{v[0]}.log"))
+        for p in procs:
+            if p.wait() != 0:
+                raise SystemExit(f"infer failed, see {out}/infer_*.log")
+
+
+def summarize(out):
+    rows = ["| variant | meta-batch | meta-iterations in the budget | s / meta-iteration (1 thread) "
+            "| test steps | 5-way 1-shot accuracy, 600 episodes |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, label, _, batch, per_epoch, _ in VARIANTS:
+        epoch = last_epoch(out, name)
+        log = [json.loads(line) for line in open(os.path.join(out, name, "train_log.jsonl"))]
+        seconds = statistics.median(batch / r["tasks_per_s"] for r in log)
+        results = json.load(open(os.path.join(out, name, "infer_results.json")))
+        final = results["epochs"][str(epoch)][-1]
+        rows.append(f"| {label} | {batch} | {(epoch + 1) * per_epoch} | {seconds:.3f} | {final['step']} | "
+                    f"{100 * final['accuracy']:.2f} ± {100 * final['ci95']:.2f} % |")
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for checkpoints and logs")
+    parser.add_argument("--budget-minutes", type=float, default=20.0)
+    parser.add_argument("--summarize-only", action="store_true", help="print the table of an earlier run")
+    args = parser.parse_args()
+    out = os.path.abspath(args.out)
+    if not args.summarize_only:
+        os.makedirs(out, exist_ok=True)
+        run_pairs(out, 60 * args.budget_minutes)
+    print(summarize(out))
+
+
+if __name__ == "__main__":
+    main()

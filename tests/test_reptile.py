@@ -1,0 +1,109 @@
+"""Reptile (models/multitask/reptile): its meta-update against an independent
+computation, its minibatch sampling, and its configs end to end."""
+import importlib.util
+import os
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from conftest import ROOT
+from net import MAMLConvNet, cross_entropy
+
+REPTILE_DIR = os.path.join(ROOT, "models", "multitask", "reptile")
+_spec = importlib.util.spec_from_file_location("reptile_dygraph_model", os.path.join(REPTILE_DIR, "dygraph_model.py"))
+reptile = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reptile)
+
+ALPHA, STEPS, INNER_BATCH, EPSILON = 0.3, 3, 4, 0.7
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+def make_config(tasks):
+    return {"runner": {"epochs": 1, "train_batches_per_epoch": 10},
+            "hyper_parameters": {"update_step": STEPS, "inner_batch_size": INNER_BATCH,
+                                 "base_optimizer": {"learning_rate": ALPHA},
+                                 "meta_optimizer": {"learning_rate": EPSILON, "final_learning_rate": 0.0}}}
+
+
+def make_batch(rng, tasks, n_way=3, k_spt=1, k_query=2, size=16):
+    return [(rng.rand(n_way * k_spt, 1, size, size), np.arange(n_way).repeat(k_spt),
+             rng.rand(n_way * k_query, 1, size, size), np.arange(n_way).repeat(k_query)) for _ in range(tasks)]
+
+
+def reference_phi(net, theta, episode, batches):
+    """SGD with the twice-differentiable primitives (not the fused kernels the
+    project's inner loop uses), one plain step per minibatch."""
+    xs, ys, xq, yq = episode
+    x, y = np.concatenate([xs, xq]), np.concatenate([ys, yq])
+    params = theta
+    for idx in batches:
+        pt = [paddle.to_tensor(p, stop_gradient=False) for p in params]
+        loss = cross_entropy(net(paddle.to_tensor(x[idx]), pt), paddle.to_tensor(y[idx]))
+        params = [p - ALPHA * g.numpy() for p, g in zip(params, paddle.grad(loss, pt))]
+    return params
+
+
+@pytest.mark.parametrize("tasks", [1, 3])  # serial and batched Reptile
+def test_reptile_update_is_epsilon_times_the_mean_displacement(tasks):
+    paddle.seed(3)
+    net = MAMLConvNet(n_way=3, hidden_channels=5, activation=F.tanh)
+    rng = np.random.RandomState(4)
+    for p in net.param_list:
+        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
+    theta = [p.numpy().copy() for p in net.param_list]
+    batch = make_batch(rng, tasks)
+    config = make_config(tasks)
+    model_def = reptile.DygraphModel()
+    optimizer = model_def.create_optimizer(net, config)
+    metrics, _ = model_def.create_metrics(STEPS)
+
+    np.random.seed(5)  # the inner minibatches come from NumPy's generator
+    loss, _, _ = model_def.train_forward(net, metrics, batch, config)
+    loss.backward()
+    optimizer.step()
+
+    np.random.seed(5)
+    phis = [reference_phi(net, theta, episode, reptile.minibatch_indices(9, INNER_BATCH, STEPS, np.random))
+            for episode in batch]
+    moved = 0.0
+    for i, p in enumerate(net.param_list):
+        mean_phi = np.mean([phi[i] for phi in phis], axis=0)
+        expected = theta[i] + EPSILON * (mean_phi - theta[i])
+        assert np.abs(p.numpy() - expected).max() < 1e-8, net.param_names[i]  # fused vs primitive kernels
+        moved = max(moved, np.abs(mean_phi - theta[i]).max())
+    assert moved > 1e-2  # the inner loop did move (conv biases cannot: batch norm cancels them)
+    assert all(len(m.values()) == tasks for m in metrics)
+
+
+def test_minibatches_run_through_shuffles_without_replacement():
+    batches = reptile.minibatch_indices(10, 4, 5, np.random.RandomState(0))
+    flat = np.concatenate(batches)
+    assert [len(b) for b in batches] == [4] * 5
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+
+
+def test_outer_step_size_anneals_linearly_to_its_final_value():
+    net = MAMLConvNet(n_way=3, hidden_channels=5)
+    model_def = reptile.DygraphModel()
+    model_def.create_optimizer(net, make_config(1))
+    rates = []
+    for _ in range(10):
+        rates.append(model_def.lr_scheduler.get_lr())
+        model_def.lr_scheduler.step()
+    assert rates == pytest.approx([EPSILON * (1 - k / 10) for k in range(10)])
+
+
+def test_readme_documents_every_reptile_key():
+    import re
+
+    readme = open(os.path.join(REPTILE_DIR, "README.md")).read()
+    documented = set(re.findall(r"^\| `hyper_parameters\.([a-z_.]+)` \|", readme, flags=re.M))
+    assert documented == {o.name for o in reptile.HYPER_PARAMETER_OPTIONS}
