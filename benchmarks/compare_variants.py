@@ -80,15 +80,16 @@ def run_pairs(out, budget_s):
 
 
 def summarize(out):
-    rows = ["| variant | meta-batch | meta-iterations in the budget | s / meta-iteration (1 thread) "
-            "| test steps | 5-way 1-shot accuracy, 600 episodes |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| variant | meta-batch | meta-iterations in the budget | tasks seen | s / meta-iteration (1 thread) "
+            "| test steps | 5-way 1-shot accuracy, 600 episodes |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, label, _, batch, per_epoch, _ in VARIANTS:
         epoch = last_epoch(out, name)
         log = [json.loads(line) for line in open(os.path.join(out, name, "train_log.jsonl"))]
         seconds = statistics.median(batch / r["tasks_per_s"] for r in log)
         results = json.load(open(os.path.join(out, name, "infer_results.json")))
         final = results["epochs"][str(epoch)][-1]
-        rows.append(f"| {label} | {batch} | {(epoch + 1) * per_epoch} | {seconds:.3f} | {final['step']} | "
+        iterations = (epoch + 1) * per_epoch
+        rows.append(f"| {label} | {batch} | {iterations} | {iterations * batch} | {seconds:.3f} | {final['step']} | "
                     f"{100 * final['accuracy']:.2f} ± {100 * final['ci95']:.2f} % |")
     return "\n".join(rows)
 
