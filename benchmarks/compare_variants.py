@@ -52,8 +52,12 @@ def start(script, variant, out, extra, log):
 
 
 def last_epoch(out, name):
-    epochs = [int(d) for d in os.listdir(os.path.join(out, name)) if d.isdigit()
-              and os.path.isfile(os.path.join(out, name, d, "meta.json"))]
+    folder = os.path.join(out, name)
+    epochs = [int(d) for d in os.listdir(folder) if d.isdigit() and os.path.isfile(os.path.join(folder, d, "meta.json"))] \
+        if os.path.isdir(folder) else []
+    if not epochs:
+        raise SystemExit(f"{name}: no complete checkpoint in {folder}: the budget ended before the first "
+                         f"epoch did (see {out}/train_{name}.log); give a larger --budget-minutes")
     return max(epochs)
 
 
