@@ -28,7 +28,7 @@ _spec = importlib.util.spec_from_file_location("maml_dygraph_model", os.path.joi
 maml = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(maml)
 
-from net import DOWNSAMPLE_STYLES, MAMLConvNet, cross_entropy  # noqa: E402
+from net import MAMLConvNet, cross_entropy  # noqa: E402
 from utils.config import Option, at_least, positive  # noqa: E402  (tools/, put on sys.path by maml)
 
 HYPER_PARAMETER_OPTIONS = [
@@ -47,24 +47,14 @@ HYPER_PARAMETER_OPTIONS = [
     Option("update_step", int, 5, "inner SGD steps per task in meta-training", (positive, "an integer >= 1")),
     Option("update_step_test", int, 50, "full-batch inner steps on the support set at test",
            (at_least(0), "an integer >= 0")),
-    Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
     Option("k_spt", int, 1, "support images per class (K shots); in training a task's images are "
            "its k_spt + k_query images per class", (positive, "an integer >= 1")),
     Option("k_query", int, 9, "more training images per class (Reptile's train shots = k_spt + k_query)",
            (positive, "an integer >= 1")),
     Option("k_query_test", int, 1, "query images per class in test episodes (infer.py)",
            (positive, "an integer >= 1")),
-    Option("rotations", list, [0], "each character is one class per angle listed (degrees)",
-           (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(r in (0, 90, 180, 270) and
-                                                                   not isinstance(r, bool) for r in v),
-            "a list of distinct angles from 0, 90, 180, 270")),
-    Option("task_rotation", bool, False, "task augmentation in meta-training: every image of an episode "
-           "turned by one random multiple of 90 degrees"),
-    Option("imgsize", int, 28, "images are resized to imgsize x imgsize", (at_least(16), "an integer >= 16")),
-    Option("downsample", str, "stride", "stride: stride-2 convs + spatial mean (MAML paper); "
-           "maxpool: stride-1 convs + 2x2 max-pool", choices=list(DOWNSAMPLE_STYLES)),
-    Option("bn_channel", int, 64, "filters per conv layer", (positive, "an integer >= 1")),
-]
+] + [option for option in maml.HYPER_PARAMETER_OPTIONS  # the data and network keys are MAML's
+     if option.name in ("n_way", "rotations", "task_rotation", "imgsize", "downsample", "bn_channel")]
 
 
 def minibatch_indices(num_images, batch_size, steps, rng):
