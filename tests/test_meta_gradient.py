@@ -115,16 +115,21 @@ def meta_objective(net, batch, theta, step_weights=(0.0,) * (STEPS - 1) + (1.0,)
     return float(np.mean(losses))
 
 
+def central_difference_check(objective, point, gradient, rng, eps=1e-7):
+    """GRADIENT (list of arrays) against central differences of OBJECTIVE
+    (a function of a list of arrays) at POINT, in three random directions."""
+    for _ in range(3):
+        d = [rng.randn(*p.shape) for p in point]
+        fd = (objective([p + eps * e for p, e in zip(point, d)])
+              - objective([p - eps * e for p, e in zip(point, d)])) / (2 * eps)
+        analytic = sum(float((g * e).sum()) for g, e in zip(gradient, d))
+        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
+
+
 def directional_check(net, batch, ours, step_weights, seed):
     theta = [p.numpy() for p in net.param_list]
-    rng = np.random.RandomState(seed)
-    eps = 1e-7
-    for _ in range(3):
-        d = [rng.randn(*p.shape) for p in theta]
-        fd = (meta_objective(net, batch, [p + eps * e for p, e in zip(theta, d)], step_weights)
-              - meta_objective(net, batch, [p - eps * e for p, e in zip(theta, d)], step_weights)) / (2 * eps)
-        analytic = sum(float((g * e).sum()) for g, e in zip(ours, d))
-        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
+    central_difference_check(lambda th: meta_objective(net, batch, th, step_weights), theta, ours,
+                             np.random.RandomState(seed))
 
 
 def relative_error(a, b):
@@ -149,14 +154,8 @@ def test_second_order_meta_gradient_matches_directional_differences(downsample):
     ours, loss = project_meta_gradient(net, batch, make_config(False, downsample))
     theta = [p.numpy() for p in net.param_list]
     assert abs(meta_objective(net, batch, theta) - loss) < 1e-12
-    rng = np.random.RandomState(11)
-    eps = 1e-7  # the error of the central difference shrinks as eps**2 (checked down to 1e-7)
-    for _ in range(3):
-        d = [rng.randn(*p.shape) for p in theta]
-        fd = (meta_objective(net, batch, [p + eps * e for p, e in zip(theta, d)])
-              - meta_objective(net, batch, [p - eps * e for p, e in zip(theta, d)])) / (2 * eps)
-        analytic = sum(float((g * e).sum()) for g, e in zip(ours, d))
-        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
+    # the error of the central difference shrinks as eps**2 (checked down to eps = 1e-7)
+    central_difference_check(lambda th: meta_objective(net, batch, th), theta, ours, np.random.RandomState(11))
 
 
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
@@ -247,11 +246,7 @@ def test_learned_inner_learning_rates_get_the_right_gradient():
                 losses.append(float(cross_entropy(net(paddle.to_tensor(xq), pt), paddle.to_tensor(yq))))
         return float(np.mean(losses))
 
-    eps = 1e-6
-    for _ in range(3):
-        d = rng.randn(*rates.shape)
-        fd = (objective(rates + eps * d) - objective(rates - eps * d)) / (2 * eps)
-        assert abs(fd - float((ours * d).sum())) < 1e-7 * max(1.0, abs(fd))
+    central_difference_check(lambda a: objective(a[0]), [rates], [ours], rng, eps=1e-6)
     assert np.abs(ours).max() > 1e-4
 
 
@@ -290,13 +285,7 @@ def test_per_step_batch_norm_weights_meta_gradient_matches_directional_differenc
 
     theta = [p.numpy() for p in net.param_list]
     assert abs(objective(theta) - loss) < 1e-12
-    eps = 1e-7
-    for _ in range(3):
-        d = [rng.randn(*p.shape) for p in theta]
-        fd = (objective([p + eps * e for p, e in zip(theta, d)])
-              - objective([p - eps * e for p, e in zip(theta, d)])) / (2 * eps)
-        analytic = sum(float((g * e).sum()) for g, e in zip(ours, d))
-        assert abs(fd - analytic) < 1e-7 * max(1.0, abs(fd))
+    central_difference_check(objective, theta, ours, rng)
     bn_scale = ours[net.param_names.index("bn1.weight")]
     assert bn_scale.shape == (STEPS, 6) and np.abs(bn_scale).min(axis=1).max() > 0
     assert np.abs(bn_scale[0] - bn_scale[1]).max() > 1e-6
