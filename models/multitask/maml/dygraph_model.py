@@ -76,13 +76,14 @@ HYPER_PARAMETER_OPTIONS = [
 
 
 def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
-    """Run `steps` inner SGD steps on cross_entropy(model(x, params), y).
+    """Run `steps` inner SGD steps on every task's cross_entropy(model(x_t, params_t), y_t), all
+    tasks at once.
 
-    x: [B, C, H, W]; y: [B] int64; params: list of tensors ordered like
-    model.param_list. lr: a number, or a tensor [len(params), S] of learned
-    rates (parameter i at step k uses lr[i, min(k, S) - 1]). adapted: indices of
-    the parameters the inner loop updates (None: all); the others pass through
-    unchanged. mode:
+    x: [T, B, C, H, W]; y: [T, B] int64; params: list of tensors ordered like
+    model.param_list, each with a leading task axis [T, ...] (see task_copies).
+    lr: a number, or a tensor [len(params), S] of learned rates (parameter i at
+    step k uses lr[i, min(k, S) - 1]). adapted: indices of the parameters the
+    inner loop updates (None: all); the others pass through unchanged. mode:
       "second": the returned fast weights are differentiable functions of
                 `params` (and learned rates) through every inner gradient;
       "first":  the inner gradients are constants (first-order MAML);
@@ -99,17 +100,14 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
             lr = lr.detach()
     for step in range(1, steps + 1):
         targets = [params[i] for i in adapted]
+        # Summed over tasks: task t's loss depends only on row t of the
+        # stacked weights, so the gradient's row t is task t's own gradient.
         if mode == "second":
-            # Paddle 3.3.1 (and 2.6.2) silently return a wrong conv2d double
-            # gradient unless the conv input is itself a gradient input: make
-            # the batch a fresh leaf, ask for its gradient and drop it.
-            x_leaf = x.detach()
-            x_leaf.stop_gradient = False
-            loss = cross_entropy(model(x_leaf, params, bn_step=step - 1), y)
-            grads = paddle.grad(loss, targets + [x_leaf], create_graph=True)[:-1]
+            loss = cross_entropy(model.forward_tasks(x, params, bn_step=step - 1), y).sum()
+            grads = paddle.grad(loss, targets, create_graph=True)
         else:  # no double gradient needed: the fused kernels
-            loss = cross_entropy(model(x, params, twice_differentiable=False, bn_step=step - 1), y, False)
-            grads = paddle.grad(loss, targets, retain_graph=mode == "first")
+            logits = model.forward_tasks(x, params, twice_differentiable=False, bn_step=step - 1)
+            grads = paddle.grad(cross_entropy(logits, y, False).sum(), targets, retain_graph=mode == "first")
         params = list(params)
         for i, g in zip(adapted, grads):
             rate = lr[i, min(step, lr.shape[1]) - 1] if isinstance(lr, paddle.Tensor) else lr
@@ -119,6 +117,12 @@ def adapt(model, params, x, y, steps, lr, mode, on_step=None, adapted=None):
         if on_step is not None:
             on_step(step, params)
     return params
+
+
+def task_copies(params, tasks):
+    """One copy of every parameter per task, [T, ...], differentiable back to PARAMS
+    (their gradient is the sum over the tasks)."""
+    return [p.unsqueeze(0).tile([tasks] + [1] * len(p.shape)) for p in params]
 
 
 def multi_step_loss_weights(steps, epoch, anneal_epochs):
@@ -139,8 +143,9 @@ def _leaf(tensor):
 
 
 def accuracy(logits, labels):
-    """Fraction of correct argmax predictions, a 0-d float tensor."""
-    return (logits.argmax(axis=-1) == labels).astype("float32").mean()
+    """Fraction of correct argmax predictions: logits [B, n_way], labels [B] ->
+    a 0-d float tensor; logits [T, B, n_way], labels [T, B] -> one per task [T]."""
+    return (logits.argmax(axis=-1) == labels).astype("float32").mean(axis=-1)
 
 
 def mean_and_ci95(values):
@@ -275,29 +280,28 @@ class DygraphModel:
         multi_step = hp["multi_step_loss"] and steps > 1
         weights = (multi_step_loss_weights(steps, self.epoch, hp["multi_step_loss_epochs"])
                    if multi_step else [0.0] * (steps - 1) + [1.0])
-        task_losses = []
-        for t in range(xs.shape[0]):
-            query_losses = []
-            record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps)
+        query_losses = []  # each [T]: one loss per task
+        record = self._query_accuracy_recorder(dy_model, xq, yq, metrics_list, steps)
 
-            def on_step(step, params, xq=xq[t], yq=yq[t], record=record, query_losses=query_losses):
-                if multi_step and step < steps:  # an intermediate query loss of the multi-step loss
-                    logits = dy_model(xq, params, twice_differentiable=False, bn_step=step - 1)
-                    query_losses.append(weights[step - 1] * cross_entropy(logits, yq, False))
-                    metrics_list[step].update(accuracy(logits.detach(), yq))
-                else:
-                    record(step, params)
+        def on_step(step, params):
+            if multi_step and step < steps:  # an intermediate query loss of the multi-step loss
+                logits = dy_model.forward_tasks(xq, params, twice_differentiable=False, bn_step=step - 1)
+                query_losses.append(weights[step - 1] * cross_entropy(logits, yq, False))
+                metrics_list[step].update(accuracy(logits.detach(), yq))
+            else:
+                record(step, params)
 
-            record(0, dy_model.param_list)
-            fast = adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.step_size(dy_model, config),
-                         mode, on_step=on_step, adapted=self.adapted_indices(dy_model, config))
-            # The query loss is differentiated once (through the fast weights
-            # and, behind them, the inner gradients): the fused kernels serve.
-            logits = dy_model(xq[t], fast, twice_differentiable=False, bn_step=steps - 1)
-            query_losses.append(weights[-1] * cross_entropy(logits, yq[t], twice_differentiable=False))
-            metrics_list[steps].update(accuracy(logits.detach(), yq[t]))
-            task_losses.append(paddle.add_n(query_losses) if len(query_losses) > 1 else query_losses[0])
-        loss = paddle.stack(task_losses).mean()
+        theta = task_copies(dy_model.param_list, xs.shape[0])
+        record(0, theta)
+        fast = adapt(dy_model, theta, xs, ys, steps, self.step_size(dy_model, config), mode,
+                     on_step=on_step, adapted=self.adapted_indices(dy_model, config))
+        # The query loss is differentiated once (through the fast weights
+        # and, behind them, the inner gradients): the fused kernels serve.
+        logits = dy_model.forward_tasks(xq, fast, twice_differentiable=False, bn_step=steps - 1)
+        query_losses.append(weights[-1] * cross_entropy(logits, yq, twice_differentiable=False))
+        metrics_list[steps].update(accuracy(logits.detach(), yq))
+        task_losses = paddle.add_n(query_losses) if len(query_losses) > 1 else query_losses[0]
+        loss = task_losses.mean()
         return loss, metrics_list, {"loss": loss}
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
@@ -306,25 +310,26 @@ class DygraphModel:
         hp = config["hyper_parameters"]
         xs, ys, xq, yq = self.create_feeds(batch_data, config)
         steps = hp["update_step_test"]
-        for t in range(xs.shape[0]):
-            record = self._query_accuracy_recorder(dy_model, xq[t], yq[t], metrics_list, steps + 1)
-            record(0, dy_model.param_list)
-            adapt(dy_model, dy_model.param_list, xs[t], ys[t], steps, self.step_size(dy_model, config), "none",
-                  on_step=record, adapted=self.adapted_indices(dy_model, config))
+        record = self._query_accuracy_recorder(dy_model, xq, yq, metrics_list, steps + 1)
+        with paddle.no_grad():
+            theta = task_copies(dy_model.param_list, xs.shape[0])
+        record(0, theta)
+        adapt(dy_model, theta, xs, ys, steps, self.step_size(dy_model, config), "none",
+              on_step=record, adapted=self.adapted_indices(dy_model, config))
         return metrics_list, {}
 
     @staticmethod
     def _query_accuracy_recorder(dy_model, xq, yq, metrics_list, skip_step):
-        """on_step callback: query accuracy with the current fast weights, except
-        at `skip_step` (the caller records that one itself). After step k the
-        query forward uses step k's batch-norm weights, as the support forward
-        of that step did (MAML++)."""
+        """on_step callback: every task's query accuracy with the current fast
+        weights, except at `skip_step` (the caller records that one itself).
+        After step k the query forward uses step k's batch-norm weights, as the
+        support forward of that step did (MAML++)."""
 
         def record(step, params):
             if step == skip_step:
                 return
             with paddle.no_grad():
-                logits = dy_model(xq, params, twice_differentiable=False, bn_step=max(step - 1, 0))
+                logits = dy_model.forward_tasks(xq, params, twice_differentiable=False, bn_step=max(step - 1, 0))
                 metrics_list[step].update(accuracy(logits, yq))
 
         return record

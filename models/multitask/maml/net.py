@@ -2,11 +2,14 @@
 
 `MAMLConvNet.forward(x, params)` computes with an explicit list of weights, so
 the inner loop can hand it fast weights (new tensors, theta - alpha * grad)
-without ever writing into the meta-parameters.
+without ever writing into the meta-parameters. `forward_tasks` does the same
+for every task of a meta-batch at once, each task with its own weights (the
+training and evaluation path); `forward` is its one-task case.
 
-Everything inside `forward` (with twice_differentiable=True) is built from operators whose double gradient
-Paddle 3.x and 2.6 implement on CPU (conv2d, mean, rsqrt, relu, matmul, reshape,
-transpose, tile, unbind, slice, sigmoid, divide, log): Paddle has no double-grad kernel for
+Everything inside the network (with twice_differentiable=True) is built from operators whose double gradient
+Paddle 3.x and 2.6 implement on CPU (conv2d, also grouped, matmul, also batched, mean, rsqrt, relu,
+reshape, transpose, tile, unbind, slice, sigmoid, divide, log; unfold only on the data, which is
+not differentiated): Paddle has no double-grad kernel for
 max_pool2d, flatten, log_softmax, logsumexp or max, and the fused batch_norm
 double grad is very slow on CPU. Second-order MAML differentiates through
 the support-set forward twice, so no other operator may appear there; the
@@ -56,6 +59,12 @@ def fused_batch_norm_current_batch(x, scale, bias, eps=BN_EPSILON):
                         training=True, epsilon=eps)
 
 
+def same_padding(size, stride=2, kernel=3):
+    """(before, after) padding of TensorFlow's SAME for one spatial axis."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 def max_pool_2x2(x):
     """2x2 max-pooling, stride 2, floor mode (an odd last row/column is dropped).
 
@@ -81,20 +90,24 @@ def exp_twice_differentiable(t):
 
 
 def cross_entropy(logits, labels, twice_differentiable=True):
-    """Mean softmax cross-entropy; twice differentiable in Paddle unless
-    twice_differentiable=False selects the fused F.cross_entropy.
+    """Mean softmax cross-entropy over the images of a task; twice
+    differentiable in Paddle unless twice_differentiable=False selects the
+    fused F.cross_entropy.
 
-    logits: [B, n_way] float; labels: [B] int64. The log-sum-exp is shifted by
+    logits: [B, n_way] float, labels: [B] int64 -> a 0-d loss; or one task per
+    row, logits [T, B, n_way], labels [T, B] -> per-task losses [T]. The log-sum-exp is shifted by
     the detached row maximum: the value and every derivative are unchanged by
     a constant shift, and exp() cannot overflow.
     """
     if not twice_differentiable:
-        return F.cross_entropy(logits, labels)
+        n_way = logits.shape[-1]
+        per_image = F.cross_entropy(logits.reshape([-1, n_way]), labels.reshape([-1]), reduction="none")
+        return per_image.reshape(labels.shape).mean(axis=-1)
     shift = logits.detach().max(axis=-1, keepdim=True)
     log_sum_exp = paddle.log(exp_twice_differentiable(logits - shift).sum(axis=-1)) + shift.squeeze(-1)
     one_hot = F.one_hot(labels, logits.shape[-1]).astype(logits.dtype)
     picked = (logits * one_hot).sum(axis=-1)
-    return (log_sum_exp - picked).mean()
+    return (log_sum_exp - picked).mean(axis=-1)
 
 
 class MAMLConvNet(nn.Layer):
@@ -173,38 +186,102 @@ class MAMLConvNet(nn.Layer):
         return [getattr(self, name.replace(".", "_")) for name in self.param_names]
 
     def forward(self, x, params=None, twice_differentiable=True, bn_step=0):
-        """x: [B, C, H, W] float; params: a list ordered like `param_list` (fast
-        weights) or None for the module's own. Returns logits [B, n_way].
-        bn_step: the inner step whose batch-norm weights serve (only with bn_steps).
+        """One task. x: [B, C, H, W] float; params: a list ordered like
+        `param_list` (fast weights) or None for the module's own. Returns logits
+        [B, n_way]. bn_step: the inner step whose batch-norm weights serve (only
+        with bn_steps).
 
         twice_differentiable=False computes the same function with Paddle's fused
         batch_norm and max_pool2d kernels: faster, but only once differentiable
         (enough for evaluation, first-order MAML and the query loss)."""
         if params is None:
             params = self.param_list
-        if len(params) != len(self.param_names):
-            raise ValueError(f"expected {len(self.param_names)} parameters, got {len(params)}")
-        h = x
+        self._check_count(params)
+        return self.forward_tasks(x.unsqueeze(0), [p.unsqueeze(0) for p in params],
+                                  twice_differentiable, bn_step)[0]
+
+    def forward_tasks(self, x, params, twice_differentiable=True, bn_step=0):
+        """Every task of a meta-batch in one pass, each with its own weights.
+
+        x: [T, B, C, H, W] float (data: no gradient is taken with respect to it);
+        params: a list ordered like `param_list`, each with a leading task axis
+        [T, ...]. Returns logits [T, B, n_way]; task t's logits depend only on
+        x[t] and the params' row t, so the gradient of a sum of per-task losses
+        with respect to the stacked params holds every task's own gradient.
+
+        Why this layout: Paddle pays a fixed cost per operator that is as large
+        as the arithmetic at these shapes, so one operator per layer for all
+        tasks instead of one per task. The tasks sit in the channel axis
+        ([B, T*C, H, W]), so layers 2-4 are one grouped convolution (groups=T)
+        and batch norm per (task, channel) is ordinary batch norm over T*C
+        channels. The first layer is a batched matmul of the weights with the
+        3x3 patches of the data (F.unfold; the data needs no gradient): a
+        grouped convolution with one input channel per group would become
+        Paddle's depthwise convolution, which has no CPU double grad. Every
+        convolution input is then a function of the weights, which also keeps
+        clear of Paddle's wrong conv2d double gradient for inputs that are not
+        differentiated (see the package README)."""
+        self._check_count(params)
+        tasks, batch = x.shape[0], x.shape[1]
+        norm = batch_norm_current_batch if twice_differentiable else fused_batch_norm_current_batch
+        h = None
         for i in range(NUM_BLOCKS):
             w, b, scale, shift = params[4 * i: 4 * i + 4]
-            if len(scale.shape) == 2:  # per-step batch-norm weights
-                row = min(bn_step, scale.shape[0] - 1)
-                scale, shift = scale[row], shift[row]
-            if self.downsample == "stride":
-                h = F.conv2d(h, w, stride=2, padding="SAME")
-            else:
-                h = F.conv2d(h, w, stride=1, padding=1)
+            channels = w.shape[1]
+            scale, shift = self._batch_norm_weights(scale, shift, bn_step)
             # The conv bias is a constant per channel, which the batch norm right
             # after it subtracts again: it cannot change the output and its exact
             # gradient is zero. Kept as a parameter (the authors' network has it)
-            # and in the graph at the cost of a [C] operation instead of a tensor-sized add.
-            shift = shift + 0.0 * b
-            if twice_differentiable:
-                h = self.activation(batch_norm_current_batch(h, scale, shift))
+            # and in the graph at the cost of a [T*C] operation.
+            shift = shift + 0.0 * b.reshape([-1])
+            if i == 0:
+                patches, (out_h, out_w) = self._first_layer_patches(x)
+                h = paddle.matmul(w.reshape([tasks, channels, -1]), patches)  # [T, C, B*L]
+                h = self.activation(norm(h.reshape([1, tasks * channels, batch, out_h * out_w]), scale, shift))
+                h = h.reshape([tasks * channels, batch, out_h, out_w]).transpose([1, 0, 2, 3])
             else:
-                h = self.activation(fused_batch_norm_current_batch(h, scale, shift))
+                kernels = w.reshape([tasks * channels, w.shape[2], 3, 3])
+                if self.downsample == "stride":
+                    h = F.conv2d(h, kernels, stride=2, padding="SAME", groups=tasks)
+                else:
+                    h = F.conv2d(h, kernels, stride=1, padding=1, groups=tasks)
+                h = self.activation(norm(h, scale, shift))
             if self.downsample == "maxpool":
                 h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
-        features = h.mean(axis=[2, 3])
+        features = h.mean(axis=[2, 3]).reshape([batch, tasks, -1]).transpose([1, 0, 2])  # [T, B, C]
         fc_w, fc_b = params[-2], params[-1]
-        return paddle.matmul(features, fc_w) + fc_b
+        return paddle.matmul(features, fc_w) + fc_b.unsqueeze(1)
+
+    @staticmethod
+    def _batch_norm_weights(scale, shift, bn_step):
+        """[T, C] (or per-step [T, S, C]) -> the [T*C] scale and shift serving now.
+
+        Per-step weights are flattened first and their row sliced last: Paddle's
+        partial paddle.grad (the inner loop asks only for the adapted weights)
+        crashes in ReshapeGradNode when a reshape sits between such a
+        non-adapted weight and the batch norm, while a slice there is fine."""
+        if len(scale.shape) == 2:
+            return scale.reshape([-1]), shift.reshape([-1])
+        tasks, steps, channels = scale.shape
+        row = min(bn_step, steps - 1)
+        return tuple(v.transpose([1, 0, 2]).reshape([steps, tasks * channels])[row] for v in (scale, shift))
+
+    def _check_count(self, params):
+        if len(params) != len(self.param_names):
+            raise ValueError(f"expected {len(self.param_names)} parameters, got {len(params)}")
+
+    def _first_layer_patches(self, x):
+        """x: [T, B, C, H, W] -> the first convolution's input patches
+        [T, C*9, B*L] (L output positions) and the output size (H', W')."""
+        tasks, batch, channels, height, width = x.shape
+        images = x.reshape([tasks * batch, channels, height, width])
+        if self.downsample == "stride":  # TF's SAME padding: the odd extra row/column at the end
+            (top, bottom), (left, right) = same_padding(height), same_padding(width)
+            patches = F.unfold(images, [3, 3], strides=2, paddings=[top, left, bottom, right])
+            out_size = (-(-height // 2), -(-width // 2))
+        else:
+            patches = F.unfold(images, [3, 3], strides=1, paddings=1)
+            out_size = (height, width)
+        positions = out_size[0] * out_size[1]
+        patches = patches.reshape([tasks, batch, channels * 9, positions]).transpose([0, 2, 1, 3])
+        return patches.reshape([tasks, channels * 9, batch * positions]), out_size

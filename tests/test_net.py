@@ -1,0 +1,109 @@
+"""The network's forward passes against plain Paddle layers, and the
+all-tasks-at-once pass against each task alone (float64)."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from dygraph_model import DygraphModel
+from net import MAMLConvNet
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+def perturbed_net(downsample, n_way=4, channels=5, bn_steps=0, seed=0):
+    paddle.seed(seed)
+    net = MAMLConvNet(n_way=n_way, hidden_channels=channels, downsample=downsample, bn_steps=bn_steps)
+    rng = np.random.RandomState(seed)
+    for p in net.param_list:  # non-trivial conv biases and batch-norm weights
+        p.set_value(p.numpy() + 0.2 * rng.randn(*p.shape))
+    return net
+
+
+def plain_forward(params, x, downsample):
+    """The conv-4 network from Paddle's own layers: F.conv2d with its bias,
+    F.batch_norm on the batch's statistics, F.max_pool2d, F.linear."""
+    h = x
+    for i in range(4):
+        w, b, scale, shift = params[4 * i: 4 * i + 4]
+        if downsample == "stride":
+            h = F.conv2d(h, w, b, stride=2, padding="SAME")
+        else:
+            h = F.conv2d(h, w, b, stride=1, padding=1)
+        c = h.shape[1]
+        h = F.relu(F.batch_norm(h, paddle.zeros([c]), paddle.ones([c]), scale, shift, training=True))
+        if downsample == "maxpool":
+            h = F.max_pool2d(h, 2, 2)
+    return F.linear(h.mean(axis=[2, 3]), params[-2], params[-1])
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+@pytest.mark.parametrize("size", [28, 17])
+def test_forward_matches_plain_paddle_layers(downsample, size):
+    net = perturbed_net(downsample)
+    x = paddle.to_tensor(np.random.RandomState(1).rand(6, 1, size, size))
+    expected = plain_forward(net.param_list, x, downsample).numpy()
+    for twice_differentiable in (True, False):
+        got = net(x, twice_differentiable=twice_differentiable).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+def test_all_tasks_at_once_equal_each_task_alone(downsample):
+    tasks, rng = 3, np.random.RandomState(2)
+    net = perturbed_net(downsample, bn_steps=2)
+    x = paddle.to_tensor(rng.rand(tasks, 4, 1, 20, 20))
+    # Every task its own weights: the network's, moved by a different amount.
+    per_task = [[paddle.to_tensor(p.numpy() + 0.1 * rng.randn(*p.shape)) for p in net.param_list]
+                for _ in range(tasks)]
+    stacked = [paddle.stack(list(ps)) for ps in zip(*per_task)]
+    for twice_differentiable in (True, False):
+        for bn_step in (0, 1, 5):
+            together = net.forward_tasks(x, stacked, twice_differentiable, bn_step).numpy()
+            for t in range(tasks):
+                alone = net(x[t], per_task[t], twice_differentiable, bn_step).numpy()
+                np.testing.assert_allclose(together[t], alone, rtol=1e-10, atol=1e-12)
+
+
+def test_evaluating_a_batch_of_episodes_equals_one_episode_at_a_time():
+    rng = np.random.RandomState(3)
+    config = {"hyper_parameters": {"update_step_test": 2, "base_optimizer": {"learning_rate": 0.4},
+                                   "inner_loss_reduction": "mean", "n_way": 4, "adapt_layers": "all",
+                                   "per_step_bn_weights": False}}
+    net = perturbed_net("stride")
+    episodes = [(rng.rand(4, 1, 16, 16), np.arange(4), rng.rand(8, 1, 16, 16), np.repeat(np.arange(4), 2))
+                for _ in range(3)]
+    model = DygraphModel()
+
+    def accuracies(batch):
+        metrics, _ = model.create_metrics(2)
+        model.infer_forward(net, metrics, batch, config)
+        return np.stack([m.values() for m in metrics])
+
+    together = accuracies(episodes)
+    alone = np.concatenate([accuracies([e]) for e in episodes], axis=1)
+    np.testing.assert_array_equal(together, alone)
+    assert together.shape == (3, 3)  # steps 0, 1, 2 x three episodes
+
+
+def test_inner_loop_modes_agree_with_per_step_batch_norm_weights_left_out():
+    """The three modes of adapt() give the same fast weights; with per-step
+    batch-norm weights that the inner loop leaves alone (MAML++), Paddle's
+    partial gradient once crashed in the first-order and evaluation modes."""
+    from dygraph_model import adapt, task_copies
+
+    net = perturbed_net("stride", bn_steps=2)
+    rng = np.random.RandomState(4)
+    x = paddle.to_tensor(rng.rand(2, 4, 1, 16, 16))
+    y = paddle.to_tensor(np.tile(np.arange(4), (2, 1)))
+    adapted = [i for i, name in enumerate(net.param_names) if not name.startswith("bn")]
+    fast = {mode: adapt(net, task_copies(net.param_list, 2), x, y, 3, 0.1, mode, adapted=adapted)
+            for mode in ("second", "first", "none")}
+    for mode in ("first", "none"):
+        for a, b in zip(fast[mode], fast["second"]):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
