@@ -1,7 +1,7 @@
 """Seconds per MAML meta-iteration: this project against a naive Paddle loop and PyTorch.
 
     python benchmarks/bench_maml.py            # full run (a few minutes)
-    python benchmarks/bench_maml.py --quick    # fewer repetitions, 5-way only
+    python benchmarks/bench_maml.py --quick    # fewer repetitions, 5-way only (about 5 minutes)
 
 Every measurement runs in its own subprocess (clean peak memory, its own
 environment), at the shapes of config_bigdata.yaml (5-way 1-shot) and
@@ -13,7 +13,12 @@ config_bigdata_20way1shot.yaml, second and first order:
 Also meta-iterations per second with 1 and 2 processes (paddle.distributed.launch,
 runner.use_fleet), evaluation episodes per second (infer path) and the reader's time
 per meta-batch.
-Prints a table of medians (of >= 5 runs after a warm-up) with ratios, writes JSON.
+Each variant is measured in several rounds, the variants one after another in
+each round, because a shared virtual machine's speed drifts (here up to 2x within
+minutes); a ratio compares the project with a reference of the same round and
+the printed ratio is the median over the rounds. Prints a table of medians (of
+>= 5 runs after a warm-up) with ratios, writes JSON (with every round and the
+CPU seconds next to the wall-clock seconds).
 """
 import argparse
 import json
@@ -42,13 +47,17 @@ def conv4_shapes(n_way):
 
 
 def timed(step, reps):
+    """Medians over REPS calls after a warm-up: wall-clock seconds and this
+    process's CPU seconds (all threads; on a shared virtual machine the CPU
+    time leaves out the time the hypervisor gave to other guests)."""
     step()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"seconds": statistics.median(wall), "cpu_seconds": statistics.median(cpu)}
 
 
 def peak_rss_mb():
@@ -188,8 +197,8 @@ def worker_eval(s, order, reps):
     model = model_def.create_model(config)
     episodes = fake_episodes(s, np.random.RandomState(1))
     metrics, _ = model_def.create_metrics(config["hyper_parameters"]["update_step_test"])
-    seconds = timed(lambda: model_def.infer_forward(model, metrics, episodes, config), reps)
-    return seconds / len(episodes)
+    result = timed(lambda: model_def.infer_forward(model, metrics, episodes, config), reps)
+    return {key: value / len(episodes) for key, value in result.items()}
 
 
 def worker_reader(s, order, reps):
@@ -232,6 +241,18 @@ def run_worker(variant, setting, order, reps, threads, processes=1):
     return json.loads(output.strip().splitlines()[-1])
 
 
+def median_of(rounds, variant, key):
+    values = [r[variant][key] for r in rounds if key in r[variant]]
+    return statistics.median(values) if values else float("nan")
+
+
+def median_ratio(rounds, reference):
+    """Median over the rounds of project time / reference time within a round."""
+    ratios = [r["project"]["seconds"] / r[reference]["seconds"] for r in rounds
+              if "seconds" in r["project"] and "seconds" in r[reference]]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def torch_available():
     return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
 
@@ -241,37 +262,41 @@ def main():
     parser.add_argument("--quick", action="store_true", help="5 repetitions, the 5-way setting only")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (median taken), >= 5")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every worker")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of all variants, one after another (the machine's speed drifts)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         variant, setting, order, reps = args.worker
-        seconds = WORKERS[variant](SETTINGS[setting], order, int(reps))
-        print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+        result = WORKERS[variant](SETTINGS[setting], order, int(reps))
+        print(json.dumps(dict(result, peak_rss_mb=peak_rss_mb())))
         return
     reps = max(5, args.reps or (5 if args.quick else 7))
     settings = ["5way1shot"] if args.quick else list(SETTINGS)
     variants = ["project", "naive"] + (["torch"] if torch_available() else [])
-    results = {"reps": reps, "threads": args.threads, "rows": []}
-    print(f"median of {reps} meta-iterations after a warm-up, OMP_NUM_THREADS={args.threads}; "
-          f"ratio = project time / reference time (below 1: project faster)")
+    references = variants[1:]
+    results = {"reps": reps, "rounds": args.rounds, "threads": args.threads, "rows": []}
+    print(f"median of {reps} meta-iterations after a warm-up, in each of {args.rounds} rounds that run the "
+          f"variants one after another; OMP_NUM_THREADS={args.threads}.\nratio = project time / reference "
+          f"time in the same round, median over the rounds (below 1: project faster)")
     print(f"{'setting':11} {'order':6} " + " ".join(f"{v + ' s/iter':>14}" for v in variants) +
-          f" {'vs naive':>9}" + (f" {'vs torch':>9}" if "torch" in variants else "") + f" {'peak MB':>9}")
+          "".join(f" {'vs ' + v:>9}" for v in references) + f" {'peak MB':>9}")
     for setting in settings:
         for order in ("second", "first"):
-            row = {"setting": setting, "order": order}
+            rounds = [{v: run_worker(v, setting, order, reps, args.threads) for v in variants}
+                      for _ in range(args.rounds)]
+            row = {"setting": setting, "order": order, "rounds": rounds}
             for v in variants:
-                row[v] = run_worker(v, setting, order, reps, args.threads)
-            cells = [f"{row[v].get('seconds', float('nan')):14.3f}" for v in variants]
-            ratio_naive = row["project"].get("seconds", float("nan")) / row["naive"].get("seconds", float("nan"))
-            line = f"{setting:11} {order:6} " + " ".join(cells) + f" {ratio_naive:9.2f}"
-            if "torch" in variants:
-                row["ratio_vs_torch"] = row["project"].get("seconds", float("nan")) / row["torch"].get("seconds", float("nan"))
-                line += f" {row['ratio_vs_torch']:9.2f}"
-            row["ratio_vs_naive"] = ratio_naive
-            print(line + f" {row['project'].get('peak_rss_mb', float('nan')):9.0f}", flush=True)
+                row[v] = median_of(rounds, v, "seconds")
+            for ref in references:
+                row[f"ratio_vs_{ref}"] = median_ratio(rounds, ref)
+            row["project_peak_rss_mb"] = median_of(rounds, "project", "peak_rss_mb")
+            print(f"{setting:11} {order:6} " + " ".join(f"{row[v]:14.3f}" for v in variants) +
+                  "".join(f" {row['ratio_vs_' + ref]:9.2f}" for ref in references) +
+                  f" {row['project_peak_rss_mb']:9.0f}", flush=True)
             results["rows"].append(row)
-    one = results["rows"][0]["project"].get("seconds", float("nan"))
+    one = results["rows"][0]["project"]
     two = run_worker("project", "5way1shot", "second", reps, 1, processes=2)
     results["processes"] = {"1": one, "2": two.get("seconds", two)}
     print(f"5-way 1-shot second order, meta-batch 32: {1 / one:.2f} meta-iterations/s in 1 process "
@@ -282,7 +307,8 @@ def main():
     results["reader_s_per_meta_batch"] = rd.get("seconds", rd)
     print(f"evaluation (5-way 1-shot, 3 steps): {results['eval_episodes_per_s']:.1f} episodes/s; "
           f"reader: {1000 * results['reader_s_per_meta_batch']:.2f} ms per meta-batch of 32 episodes")
-    errors = [(r["setting"], r["order"], v, r[v]["error"]) for r in results["rows"] for v in variants if "error" in r[v]]
+    errors = [(r["setting"], r["order"], v, one_round[v]["error"]) for r in results["rows"]
+              for one_round in r["rounds"] for v in variants if "error" in one_round[v]]
     for e in errors:
         print("error:", *e)
     with open(args.out, "w") as f:

@@ -63,7 +63,7 @@ RUNNER_OPTIONS = [
     Option("keep_last_checkpoints", int, 0, "keep only the newest this many epoch checkpoints (0: all)",
            (at_least(0), "an integer >= 0")),
     Option("resume", bool, True, "continue from the newest complete checkpoint in model_save_path"),
-    Option("infer_batch_size", int, 1, "test tasks adapted per batch in infer.py",
+    Option("infer_batch_size", int, 1, "test tasks adapted together (one pass through the network) in infer.py",
            (positive, "an integer >= 1")),
     Option("infer_load_path", str, "output_model_maml", "checkpoint folder infer.py reads",
            path=True),
