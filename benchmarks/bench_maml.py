@@ -32,8 +32,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(ROOT, "models", "multitask", "maml")
 SETTINGS = {
-    "5way1shot": dict(n_way=5, k_spt=1, k_query=1, meta_batch=32, steps=1, alpha=0.4),
-    "20way1shot": dict(n_way=20, k_spt=1, k_query=1, meta_batch=16, steps=5, alpha=0.1),
+    "5way1shot": dict(n_way=5, k_spt=1, k_query=1, meta_batch=32, steps=1, alpha=0.4, tasks_per_pass=0),
+    "20way1shot": dict(n_way=20, k_spt=1, k_query=1, meta_batch=16, steps=5, alpha=0.1, tasks_per_pass=4),
 }
 
 
@@ -87,7 +87,7 @@ def worker_project(s, order, reps):
     config = load_config(os.path.join(MODEL_DIR, "config_bigdata.yaml"), [
         f"hyper_parameters.n_way={s['n_way']}", f"hyper_parameters.k_spt={s['k_spt']}",
         f"hyper_parameters.k_query={s['k_query']}", f"hyper_parameters.update_step={s['steps']}",
-        f"hyper_parameters.base_optimizer.learning_rate={s['alpha']}",
+        f"hyper_parameters.base_optimizer.learning_rate={s['alpha']}", f"hyper_parameters.tasks_per_pass={s['tasks_per_pass']}",
         "hyper_parameters.inner_loss_reduction=mean", f"hyper_parameters.first_order={order == 'first'}"],
         model_def.HYPER_PARAMETER_OPTIONS)
     model = model_def.create_model(config)
@@ -265,6 +265,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of all variants, one after another (the machine's speed drifts)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results.json"))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), help="only these settings")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -273,7 +274,7 @@ def main():
         print(json.dumps(dict(result, peak_rss_mb=peak_rss_mb())))
         return
     reps = max(5, args.reps or (5 if args.quick else 7))
-    settings = ["5way1shot"] if args.quick else list(SETTINGS)
+    settings = args.settings or (["5way1shot"] if args.quick else list(SETTINGS))
     variants = ["project", "naive"] + (["torch"] if torch_available() else [])
     references = variants[1:]
     results = {"reps": reps, "rounds": args.rounds, "threads": args.threads, "rows": []}

@@ -289,3 +289,13 @@ def test_per_step_batch_norm_weights_meta_gradient_matches_directional_differenc
     bn_scale = ours[net.param_names.index("bn1.weight")]
     assert bn_scale.shape == (STEPS, 6) and np.abs(bn_scale).min(axis=1).max() > 0
     assert np.abs(bn_scale[0] - bn_scale[1]).max() > 1e-6
+
+
+def test_tasks_per_pass_does_not_change_the_meta_gradient():
+    net, batch = make_net("stride"), make_batch(np.random.RandomState(7), tasks=3)
+    together, loss_together = project_meta_gradient(net, batch, make_config(False, "stride"))
+    config = make_config(False, "stride")
+    config["hyper_parameters"]["tasks_per_pass"] = 2  # passes of 2 and 1 tasks
+    apart, loss_apart = project_meta_gradient(net, batch, config)
+    assert abs(loss_together - loss_apart) < 1e-12
+    assert relative_error(apart, together) < 1e-12
