@@ -302,7 +302,7 @@ def main():
     two = run_worker("project", "5way1shot", "second", reps, 1, processes=2)
     results["processes"] = {"1": one, "2": two.get("seconds", two)}
     print(f"5-way 1-shot second order, meta-batch 32: {1 / one:.2f} meta-iterations/s in 1 process "
-          f"({args.threads} threads; nan: not measured in this run), "
+          f"({args.threads} threads{'' if one == one else '; nan: not measured in this run'}), "
           f"{1 / two.get('seconds', float('nan')):.2f} in 2 processes (1 thread each)")
     ev = run_worker("eval", "5way1shot", "none", reps, args.threads)
     rd = run_worker("reader", "5way1shot", "none", reps, args.threads)
