@@ -196,7 +196,6 @@ class MAMLConvNet(nn.Layer):
         (enough for evaluation, first-order MAML and the query loss)."""
         if params is None:
             params = self.param_list
-        self._check_count(params)
         return self.forward_tasks(x.unsqueeze(0), [p.unsqueeze(0) for p in params],
                                   twice_differentiable, bn_step)[0]
 
@@ -221,10 +220,10 @@ class MAMLConvNet(nn.Layer):
         convolution input is then a function of the weights, which also keeps
         clear of Paddle's wrong conv2d double gradient for inputs that are not
         differentiated (see the package README)."""
-        self._check_count(params)
+        if len(params) != len(self.param_names):
+            raise ValueError(f"expected {len(self.param_names)} parameters, got {len(params)}")
         tasks, batch = x.shape[0], x.shape[1]
         norm = batch_norm_current_batch if twice_differentiable else fused_batch_norm_current_batch
-        h = None
         for i in range(NUM_BLOCKS):
             w, b, scale, shift = params[4 * i: 4 * i + 4]
             channels = w.shape[1]
@@ -265,10 +264,6 @@ class MAMLConvNet(nn.Layer):
         tasks, steps, channels = scale.shape
         row = min(bn_step, steps - 1)
         return tuple(v.transpose([1, 0, 2]).reshape([steps, tasks * channels])[row] for v in (scale, shift))
-
-    def _check_count(self, params):
-        if len(params) != len(self.param_names):
-            raise ValueError(f"expected {len(self.param_names)} parameters, got {len(params)}")
 
     def _first_layer_patches(self, x):
         """x: [T, B, C, H, W] -> the first convolution's input patches
