@@ -89,12 +89,13 @@ def summarize(out):
     for name, label, _, batch, per_epoch, _ in VARIANTS:
         epoch = last_epoch(out, name)
         log = [json.loads(line) for line in open(os.path.join(out, name, "train_log.jsonl"))]
-        seconds = statistics.median(batch / r["tasks_per_s"] for r in log)
+        seconds = statistics.median(batch / r.get("ins_per_s", r.get("tasks_per_s")) for r in log)
         results = json.load(open(os.path.join(out, name, "infer_results.json")))
         final = results["epochs"][str(epoch)][-1]
+        steps = final["metric"].replace("acc_step", "")
         iterations = (epoch + 1) * per_epoch
-        rows.append(f"| {label} | {batch} | {iterations} | {iterations * batch} | {seconds:.3f} | {final['step']} | "
-                    f"{100 * final['accuracy']:.2f} ± {100 * final['ci95']:.2f} % |")
+        rows.append(f"| {label} | {batch} | {iterations} | {iterations * batch} | {seconds:.3f} | {steps} | "
+                    f"{100 * final['mean']:.2f} ± {100 * final['ci95']:.2f} % |")
     return "\n".join(rows)
 
 

@@ -12,32 +12,30 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tools"), os.path.join(ROOT, "models", "multitask", "maml")]
+sys.path[:0] = [os.path.join(ROOT, "tools")]
 import utils  # noqa: E402,F401  (the MKL setting, before Paddle loads)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
-from dygraph_model import DygraphModel  # noqa: E402
+from utils import runtime  # noqa: E402
+
+CONFIG = os.path.join(ROOT, "models", "multitask", "maml", "config_bigdata.yaml")
 
 
-def config(first_order):
-    return {"hyper_parameters": {"n_way": 5, "update_step": 1, "first_order": first_order, "first_order_epochs": 0,
-                                 "multi_step_loss": False, "multi_step_loss_epochs": 10,
-                                 "inner_loss_reduction": "authors", "adapt_layers": "all",
-                                 "per_step_bn_weights": False, "learn_inner_lr": False,
-                                 "base_optimizer": {"learning_rate": 0.4}, "downsample": "stride", "bn_channel": 64}}
+def load(first_order):
+    """config_bigdata.yaml's network and inner loop (5-way, 1 step, the authors' loss scaling)."""
+    return runtime.load_model_and_config(CONFIG, [f"hyper_parameters.first_order={first_order}"])[:2]
 
 
 def main():
     paddle.set_device("cpu")
-    model_def = DygraphModel()
     for first_order in (False, True):
         for k in (1, 2, 4):
             rng = np.random.RandomState(0)
             batch = [(rng.rand(5 * k, 1, 28, 28), np.arange(5).repeat(k), rng.rand(5 * k, 1, 28, 28),
                       np.arange(5).repeat(k)) for _ in range(32)]
-            cfg = config(first_order)
+            cfg, model_def = load(first_order)
             net = model_def.create_model(cfg)
-            metrics, _ = model_def.create_metrics(1)
+            metrics, _ = model_def.create_metrics(cfg)
             times = []
             for _ in range(6):
                 start = time.perf_counter()

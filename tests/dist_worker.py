@@ -9,9 +9,8 @@ import conftest  # noqa: E402,F401  (paths and the runtime settings)
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
-from dygraph_model import DygraphModel  # noqa: E402
+from trainer import backward  # noqa: E402
 from utils import distributed  # noqa: E402
-from utils.config import load_config  # noqa: E402
 
 
 def episodes(rng, count):
@@ -21,22 +20,19 @@ def episodes(rng, count):
 
 def main(out):
     paddle.set_default_dtype("float64")
-    model_def = DygraphModel()
-    config = load_config(os.path.join(conftest.MODEL_DIR, "config.yaml"),
-                         ["hyper_parameters.bn_channel=8", "runner.use_fleet=True"],
-                         model_def.HYPER_PARAMETER_OPTIONS)
+    config, model_def = conftest.load_maml_config(["hyper_parameters.bn_channel=8", "runner.use_fleet=True"])
     rank, world = distributed.init(True, "config")
     paddle.seed(3)
     model = model_def.create_model(config)
     optimizer = model_def.create_optimizer(model, config)
-    metrics, _ = model_def.create_metrics(1)
+    metrics, _ = model_def.create_metrics(config)
     rng = np.random.RandomState(0)
-    loss = distributed.meta_gradient(model_def, model, metrics, episodes(rng, 4), config, rank, world)
-    result = {"loss": float(loss)}
+    loss = backward(model_def, model, metrics, episodes(rng, 4), config, rank, world)
+    result = {"loss": loss}
     result.update({f"grad{i}": p.grad.numpy() for i, p in enumerate(model.parameters())})
     optimizer.clear_grad()
     for _ in range(3):
-        distributed.meta_gradient(model_def, model, metrics, episodes(rng, 4), config, rank, world)
+        backward(model_def, model, metrics, episodes(rng, 4), config, rank, world)
         optimizer.step()
         optimizer.clear_grad()
     result.update({f"param{i}": p.numpy() for i, p in enumerate(model.parameters())})

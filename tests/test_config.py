@@ -8,16 +8,19 @@ import pytest
 import yaml
 
 from conftest import MODEL_DIR, ROOT
-from dygraph_model import HYPER_PARAMETER_OPTIONS
-from utils.config import RUNNER_OPTIONS, ConfigError, load_config, parse_override
+from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS
+from omniglot_reader import READER_OPTIONS
+from utils import runtime
+from utils.config import RUNNER_OPTIONS, ConfigError, parse_override
 
 CONFIG = os.path.join(MODEL_DIR, "config.yaml")
 BIGDATA = os.path.join(MODEL_DIR, "config_bigdata.yaml")
 
 
 def load(path=CONFIG, overrides=(), warnings=None):
-    return load_config(path, overrides, HYPER_PARAMETER_OPTIONS,
-                       warn=(warnings.append if warnings is not None else print))
+    """As the drivers load a config: the model's and its readers' keys."""
+    return runtime.load_model_and_config(path, list(overrides),
+                                         warn=(warnings.append if warnings is not None else print))[0]
 
 
 def test_overrides_are_typed():
@@ -120,5 +123,5 @@ def test_readme_documents_every_key():
     readme = open(os.path.join(ROOT, "README.md")).read()
     documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.M))
     declared = {f"runner.{o.name}" for o in RUNNER_OPTIONS} | \
-               {f"hyper_parameters.{o.name}" for o in HYPER_PARAMETER_OPTIONS}
+               {f"hyper_parameters.{o.name}" for o in HYPER_PARAMETER_OPTIONS + READER_OPTIONS}
     assert declared == documented

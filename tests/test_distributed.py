@@ -47,7 +47,7 @@ def test_two_process_meta_gradient_equals_single_process_and_parameters_stay_ide
 
 
 def accuracy_lines(text):
-    return re.findall(r"after \d+ inner steps: accuracy [\d.]+ \+- [\d.]+ %", text)
+    return re.findall(r"acc_step\d+: [\d.]+ \+- [\d.]+ %", text)
 
 
 def test_readme_multiprocess_commands_train_and_infer_like_one_process(tmp_path):

@@ -30,8 +30,8 @@ def test_train_then_infer_from_the_repository_root(tmp_path):
     where, out = paths(tmp_path)
     train = run(["tools/trainer.py", "-m", "models/multitask/maml/config.yaml"] + SMALL + where, ROOT)
     assert train.returncode == 0, train.stderr
-    assert re.search(r"epoch: 1, batch_id: 3/3, loss: [\d.]+, query acc_step0: [\d.]+, "
-                     r"acc_step1: [\d.]+, tasks/s: [\d.]+", train.stdout)
+    assert re.search(r"epoch: 1, batch_id: 3/3, loss: [\d.]+, acc_step0: [\d.]+, "
+                     r"acc_step1: [\d.]+, ins/s: [\d.]+", train.stdout)
     for epoch in ("0", "1"):
         assert sorted(os.listdir(os.path.join(out, epoch))) == [
             "meta.json", "rec.pdopt", "rec.pdparams", "trainer_state.pkl"]
@@ -40,7 +40,7 @@ def test_train_then_infer_from_the_repository_root(tmp_path):
     for epoch in (0, 1):
         assert f"epoch {epoch}: 12 test episodes" in infer.stdout
     for step in range(4):  # update_step_test = 3
-        assert re.search(rf"after {step} inner steps: accuracy [\d.]+ \+- [\d.]+ %", infer.stdout)
+        assert re.search(rf"acc_step{step}: [\d.]+ \+- [\d.]+ %", infer.stdout)
     assert os.path.isfile(os.path.join(out, "infer_results.json"))
 
 
@@ -75,29 +75,25 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
 def test_short_training_raises_query_accuracy():
     """40 meta-iterations on the sample data lift the accuracy after one inner
     step on held-out characters well above its starting point."""
-    from dygraph_model import DygraphModel
+    from conftest import load_maml_config
     from omniglot_reader import RecDataset
     from utils import runtime
-    from utils.config import load_config
 
-    model_def = DygraphModel()
-    config = load_config(os.path.join(MODEL_DIR, "config.yaml"),
-                         ["runner.infer_episodes=60", "hyper_parameters.update_step_test=1"],
-                         model_def.HYPER_PARAMETER_OPTIONS)
+    config, model_def = load_maml_config(["runner.infer_episodes=60", "hyper_parameters.update_step_test=1"])
     runtime.seed_everything(0)
     model = model_def.create_model(config)
     optimizer = model_def.create_optimizer(model, config)
     test = RecDataset.from_config(config, "infer")
 
     def test_accuracy():
-        metrics, _ = model_def.create_metrics(1)
-        for episode in RecDataset.from_config(config, "infer", characters=test.characters):
+        metrics, _ = model_def.create_metrics(config, "infer")
+        for episode in test:
             model_def.infer_forward(model, metrics, [episode], config)
         return metrics[1].accumulate()
 
     before = test_accuracy()
     episodes = iter(RecDataset.from_config(config, "train"))
-    metrics, _ = model_def.create_metrics(1)
+    metrics, _ = model_def.create_metrics(config)
     for _ in range(40):
         loss, _, _ = model_def.train_forward(model, metrics, [next(episodes) for _ in range(4)], config)
         loss.backward()
@@ -119,7 +115,8 @@ def test_plot_draws_the_curves_of_a_run(tmp_path):
         data = open(os.path.join(out, name), "rb").read()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     results = json.load(open(os.path.join(out, "infer_results.json")))
-    assert sorted(results["epochs"]) == ["0", "1"] and results["settings"]["update_step_test"] == 3
+    assert sorted(results["epochs"]) == ["0", "1"]
+    assert results["settings"]["hyper_parameters"]["update_step_test"] == 3
 
 
 SHIPPED_CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(
@@ -139,4 +136,53 @@ def test_every_shipped_config_trains_and_infers_on_the_sample_data(tmp_path, con
     for script in ("tools/trainer.py", "tools/infer.py"):
         result = run([script, "-m", config] + small + where, ROOT)
         assert result.returncode == 0, result.stderr
-    assert "epoch 0: 2 test episodes" in result.stdout and "after 1 inner steps: accuracy" in result.stdout
+    assert "epoch 0: 2 test episodes" in result.stdout and "acc_step1: " in result.stdout
+
+
+def test_infer_reports_progress_on_long_evaluations():
+    """A progress line when an evaluation outlasts progress_seconds (0 here:
+    after every batch but the last)."""
+    from conftest import load_maml_config
+    from infer import evaluate_epoch
+    from omniglot_reader import RecDataset
+
+    config, model_def = load_maml_config(["runner.infer_episodes=12", "runner.infer_batch_size=4",
+                                          "hyper_parameters.update_step_test=1"])
+    model = model_def.create_model(config)
+    lines = []
+    rows = evaluate_epoch(model_def, model, RecDataset.from_config(config, "infer"), config,
+                          say=lambda text, **_: lines.append(text), progress_seconds=0)
+    assert lines == ["  4 of 12 episodes", "  8 of 12 episodes"]
+    assert [r["metric"] for r in rows] == ["acc_step0", "acc_step1"] and rows[0]["episodes"] == 12
+
+
+def test_visualdl_logs_training_and_test_curves(tmp_path):
+    pytest.importorskip("visualdl")  # optional dependency; .ci/run installs it
+    where, out = paths(tmp_path)
+    for script in ("tools/trainer.py", "tools/infer.py"):
+        result = run([script, "-m", "models/multitask/maml/config.yaml", "-o", "runner.use_visual=True"]
+                     + SMALL + where, ROOT)
+        assert result.returncode == 0, result.stderr
+    from visualdl import LogReader
+
+    scalars = {}  # the trainer and infer each write a record file (the same folder here)
+    for path in glob.glob(os.path.join(out, "visualdl", "vdlrecords.*")):
+        reader = LogReader(file_path=path)
+        for tag in reader.get_tags()["scalar"]:
+            scalars[tag] = [record.id for record in reader.get_data("scalar", tag)]
+    assert {"train/loss", "train/acc_step1", "test/acc_step3"} <= set(scalars)
+    assert scalars["train/loss"] == [1, 2, 3, 4, 5, 6]
+    assert scalars["test/acc_step3"] == [3, 6]  # after epochs 0 and 1
+
+
+def test_visualdl_missing_is_one_clear_line(tmp_path):
+    fake = tmp_path / "fake" / "visualdl"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no visualdl here')\n")
+    where, _ = paths(tmp_path)
+    result = subprocess.run([sys.executable, "tools/trainer.py", "-m", "models/multitask/maml/config.yaml",
+                             "-o", "runner.use_visual=True"] + SMALL + where, cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(tmp_path / "fake")))
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: runner.use_visual is True but visualdl is not installed "
+                                     "(pip install visualdl, or -o runner.use_visual=False)")

@@ -5,8 +5,10 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from dygraph_model import DygraphModel
-from net import MAMLConvNet
+from models.common.adaptation import adapt_to_support
+from models.common.inner_loop import InnerLoop
+from models.multitask.maml.dygraph_model import DygraphModel
+from models.multitask.maml.net import MAMLConvNet
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +63,8 @@ def test_all_tasks_at_once_equal_each_task_alone(downsample):
     # Every task its own weights: the network's, moved by a different amount.
     per_task = [[paddle.to_tensor(p.numpy() + 0.1 * rng.randn(*p.shape)) for p in net.param_list]
                 for _ in range(tasks)]
-    stacked = [paddle.stack(list(ps)) for ps in zip(*per_task)]
+    per_task = [dict(zip(net.param_names, ps)) for ps in per_task]
+    stacked = {name: paddle.stack([ps[name] for ps in per_task]) for name in net.param_names}
     for twice_differentiable in (True, False):
         for bn_step in (0, 1, 5):
             together = net.forward_tasks(x, stacked, twice_differentiable, bn_step).numpy()
@@ -73,15 +76,16 @@ def test_all_tasks_at_once_equal_each_task_alone(downsample):
 def test_evaluating_a_batch_of_episodes_equals_one_episode_at_a_time():
     rng = np.random.RandomState(3)
     config = {"hyper_parameters": {"update_step_test": 2, "base_optimizer": {"learning_rate": 0.4},
-                                   "inner_loss_reduction": "mean", "n_way": 4, "adapt_layers": "all",
-                                   "per_step_bn_weights": False}}
+                                   "inner_loss_reduction": "mean", "adapt_layers": "all",
+                                   "per_step_bn_weights": False},
+              "data": {"n_way": 4, "image_shape": [1, 16, 16]}}
     net = perturbed_net("stride")
     episodes = [(rng.rand(4, 1, 16, 16), np.arange(4), rng.rand(8, 1, 16, 16), np.repeat(np.arange(4), 2))
                 for _ in range(3)]
     model = DygraphModel()
 
     def accuracies(batch):
-        metrics, _ = model.create_metrics(2)
+        metrics, _ = model.create_metrics(config, "infer")
         model.infer_forward(net, metrics, batch, config)
         return np.stack([m.values() for m in metrics])
 
@@ -92,18 +96,42 @@ def test_evaluating_a_batch_of_episodes_equals_one_episode_at_a_time():
 
 
 def test_inner_loop_modes_agree_with_per_step_batch_norm_weights_left_out():
-    """The three modes of adapt() give the same fast weights; with per-step
-    batch-norm weights that the inner loop leaves alone (MAML++), Paddle's
-    partial gradient once crashed in the first-order and evaluation modes."""
-    from dygraph_model import adapt, task_copies
-
+    """Second order, first order and evaluation (track=False) give the same fast
+    weights; with per-step batch-norm weights that the inner loop leaves alone
+    (MAML++), Paddle's partial gradient once crashed in the last two."""
     net = perturbed_net("stride", bn_steps=2)
     rng = np.random.RandomState(4)
     x = paddle.to_tensor(rng.rand(2, 4, 1, 16, 16))
     y = paddle.to_tensor(np.tile(np.arange(4), (2, 1)))
-    adapted = [i for i, name in enumerate(net.param_names) if not name.startswith("bn")]
-    fast = {mode: adapt(net, task_copies(net.param_list, 2), x, y, 3, 0.1, mode, adapted=adapted)
-            for mode in ("second", "first", "none")}
+    adapted = [name for name in net.param_names if not name.startswith("bn")]
+    loops = {"second": InnerLoop(0.1, adapted=adapted), "first": InnerLoop(0.1, first_order=True, adapted=adapted),
+             "none": InnerLoop(0.1, adapted=adapted, track=False)}
+    fast = {mode: adapt_to_support(net, loop, x, y, 3, loop.task_copies(net.weights(), 2))
+            for mode, loop in loops.items()}
     for mode in ("first", "none"):
-        for a, b in zip(fast[mode], fast["second"]):
-            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+        for name in net.param_names:
+            np.testing.assert_allclose(fast[mode][name].numpy(), fast["second"][name].numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_inner_loop_update_rule_and_learned_rates_are_data():
+    """The update rule is replaceable and learned per-step rates are a dict of
+    tensors: one step equals the rule applied by hand to the gradient."""
+    net = perturbed_net("stride", n_way=3)
+    rng = np.random.RandomState(5)
+    x = paddle.to_tensor(rng.rand(1, 3, 1, 16, 16))
+    y = paddle.to_tensor(np.arange(3)[None])
+    rates = {name: paddle.to_tensor([0.05 * (i + 1), 9.0]) for i, name in enumerate(net.param_names)}
+
+    def sign_sgd(weight, grad, rate):
+        return weight - rate * paddle.sign(grad)
+
+    loop = InnerLoop(rates, update_rule=sign_sgd, adapted=["fc.weight", "conv1.weight"])
+    start = loop.task_copies(net.weights(), 1)
+    fast = adapt_to_support(net, loop, x, y, 1, start)
+    grads = paddle.grad(DygraphModel().create_loss(net.forward_tasks(x, start)[0], y[0]),
+                        [start["fc.weight"], start["conv1.weight"]])
+    for name, grad in zip(["fc.weight", "conv1.weight"], grads):
+        i = net.param_names.index(name)
+        expected = start[name].numpy() - 0.05 * (i + 1) * np.sign(grad.numpy())
+        np.testing.assert_allclose(fast[name].numpy(), expected, rtol=1e-12)
+    np.testing.assert_array_equal(fast["fc.bias"].numpy(), start["fc.bias"].numpy())  # not adapted

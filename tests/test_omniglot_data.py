@@ -144,4 +144,4 @@ def test_every_paper_config_trains_and_infers_on_the_full_data(prepared, tmp_pat
         result = subprocess.run([sys.executable, script] + args, cwd=ROOT, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr
-    assert "after 1 inner steps: accuracy" in result.stdout
+    assert "acc_step1: " in result.stdout

@@ -1,6 +1,5 @@
 """Reptile (models/multitask/reptile): its meta-update against an independent
 computation, its minibatch sampling, and its configs end to end."""
-import importlib.util
 import os
 
 import numpy as np
@@ -9,12 +8,12 @@ import paddle.nn.functional as F
 import pytest
 
 from conftest import ROOT
-from net import MAMLConvNet, cross_entropy
+from models.common.conv4 import Conv4
+from models.common.layers import cross_entropy
+from models.multitask.reptile import dygraph_model as reptile
+from utils import runtime
 
 REPTILE_DIR = os.path.join(ROOT, "models", "multitask", "reptile")
-_spec = importlib.util.spec_from_file_location("reptile_dygraph_model", os.path.join(REPTILE_DIR, "dygraph_model.py"))
-reptile = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reptile)
 
 ALPHA, STEPS, INNER_BATCH, EPSILON = 0.3, 3, 4, 0.7
 
@@ -28,6 +27,7 @@ def float64():
 
 def make_config(tasks):
     return {"runner": {"epochs": 1, "train_batches_per_epoch": 10},
+            "data": {"n_way": 3, "image_shape": [1, 16, 16]},
             "hyper_parameters": {"update_step": STEPS, "inner_batch_size": INNER_BATCH,
                                  "base_optimizer": {"learning_rate": ALPHA},
                                  "meta_optimizer": {"learning_rate": EPSILON, "final_learning_rate": 0.0}}}
@@ -46,7 +46,7 @@ def reference_phi(net, theta, episode, batches):
     params = theta
     for idx in batches:
         pt = [paddle.to_tensor(p, stop_gradient=False) for p in params]
-        loss = cross_entropy(net(paddle.to_tensor(x[idx]), pt), paddle.to_tensor(y[idx]))
+        loss = cross_entropy(net(paddle.to_tensor(x[idx]), dict(zip(net.param_names, pt))), paddle.to_tensor(y[idx]))
         params = [p - ALPHA * g.numpy() for p, g in zip(params, paddle.grad(loss, pt))]
     return params
 
@@ -54,7 +54,7 @@ def reference_phi(net, theta, episode, batches):
 @pytest.mark.parametrize("tasks", [1, 3])  # serial and batched Reptile
 def test_reptile_update_is_epsilon_times_the_mean_displacement(tasks):
     paddle.seed(3)
-    net = MAMLConvNet(n_way=3, hidden_channels=5, activation=F.tanh)
+    net = Conv4(n_way=3, hidden_channels=5, activation=F.tanh)
     rng = np.random.RandomState(4)
     for p in net.param_list:
         p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
@@ -63,15 +63,15 @@ def test_reptile_update_is_epsilon_times_the_mean_displacement(tasks):
     config = make_config(tasks)
     model_def = reptile.DygraphModel()
     optimizer = model_def.create_optimizer(net, config)
-    metrics, _ = model_def.create_metrics(STEPS)
+    metrics, _ = model_def.create_metrics(config)
 
-    np.random.seed(5)  # the inner minibatches come from NumPy's generator
+    model_def.rng = np.random.RandomState(5)  # the model's own generator draws the inner minibatches
     loss, _, _ = model_def.train_forward(net, metrics, batch, config)
     loss.backward()
     optimizer.step()
 
-    np.random.seed(5)
-    phis = [reference_phi(net, theta, episode, reptile.minibatch_indices(9, INNER_BATCH, STEPS, np.random))
+    rng = np.random.RandomState(5)
+    phis = [reference_phi(net, theta, episode, reptile.minibatch_indices(9, INNER_BATCH, STEPS, rng))
             for episode in batch]
     moved = 0.0
     for i, p in enumerate(net.param_list):
@@ -91,13 +91,13 @@ def test_minibatches_run_through_shuffles_without_replacement():
 
 
 def test_outer_step_size_anneals_linearly_to_its_final_value():
-    net = MAMLConvNet(n_way=3, hidden_channels=5)
+    net = Conv4(n_way=3, hidden_channels=5)
     model_def = reptile.DygraphModel()
-    model_def.create_optimizer(net, make_config(1))
+    schedule = runtime.lr_scheduler_of(model_def.create_optimizer(net, make_config(1)))
     rates = []
     for _ in range(10):
-        rates.append(model_def.lr_scheduler.get_lr())
-        model_def.lr_scheduler.step()
+        rates.append(schedule.get_lr())
+        schedule.step()
     assert rates == pytest.approx([EPSILON * (1 - k / 10) for k in range(10)])
 
 
@@ -107,3 +107,22 @@ def test_readme_documents_every_reptile_key():
     readme = open(os.path.join(REPTILE_DIR, "README.md")).read()
     documented = set(re.findall(r"^\| `hyper_parameters\.([a-z_.]+)` \|", readme, flags=re.M))
     assert documented == {o.name for o in reptile.HYPER_PARAMETER_OPTIONS}
+
+
+def test_reptile_owns_its_generator_and_checkpoints_it():
+    """The inner minibatches come from the model's RandomState, seeded from
+    runner.seed, untouched by NumPy's global generator, restored from get_state()."""
+    config = dict(make_config(1), runner={"seed": 7, "epochs": 1, "train_batches_per_epoch": 10})
+    config["hyper_parameters"].update(bn_channel=4, downsample="stride")
+    model_def = reptile.DygraphModel()
+    model_def.create_model(config)
+    saved = model_def.get_state()
+    np.random.seed(0)
+    first = reptile.minibatch_indices(9, INNER_BATCH, STEPS, model_def.rng)
+    np.random.seed(1)
+    model_def.set_state(saved)
+    again = reptile.minibatch_indices(9, INNER_BATCH, STEPS, model_def.rng)
+    other = reptile.DygraphModel()
+    other.create_model(dict(config, runner=dict(config["runner"], seed=8)))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, reptile.minibatch_indices(9, INNER_BATCH, STEPS, other.rng)))

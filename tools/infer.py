@@ -3,11 +3,12 @@
     python tools/infer.py -m models/multitask/maml/config.yaml [-o ...]
 
 For each epoch runner.infer_start_epoch .. runner.infer_end_epoch - 1 found in
-runner.infer_load_path, adapts to runner.infer_episodes test tasks (the same
-episodes for every epoch, from runner.infer_seed) and prints the query accuracy
-mean +- 95 % confidence interval after 0, 1, ..., update_step_test inner steps.
-Also writes the numbers to INFER_LOAD_PATH/infer_results.json (adding to the
-epochs already there if they were evaluated with the same test settings).
+runner.infer_load_path, runs the model's infer_forward over runner.infer_episodes
+test episodes (the same episodes for every epoch, from runner.infer_seed) and
+prints each of the model's metrics (create_metrics(config, "infer")) as mean
++- 95 % confidence interval over the episodes. Also writes the numbers to
+INFER_LOAD_PATH/infer_results.json (adding to the epochs already there if they
+were evaluated with the same settings) and, with runner.use_visual, for VisualDL.
 """
 import itertools
 import json
@@ -16,35 +17,44 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import checkpoint, cli, distributed, runtime  # noqa: E402
+from utils import checkpoint, cli, distributed, runtime, visual_log  # noqa: E402
+from utils.metrics import mean_and_ci95  # noqa: E402
 import numpy as np  # noqa: E402
 
+PROGRESS_SECONDS = 10  # a progress line at most this often on long evaluations
 
-def evaluate_epoch(model_def, model, dataset, config, rank=0, world=1):
-    """Per-step (mean, ci95, episodes) over all of DATASET's episodes. With
-    several processes each adapts episodes rank, rank + world, ... and the
-    accuracies of all episodes are gathered, so the numbers equal a single
-    process's over the same episodes."""
-    steps = config["hyper_parameters"]["update_step_test"]
-    metrics, _ = model_def.create_metrics(steps)
+
+def evaluate_epoch(model_def, model, dataset, config, rank=0, world=1, say=print,
+                   progress_seconds=PROGRESS_SECONDS):
+    """Rows {"metric", "mean", "ci95", "episodes"} over all of DATASET's episodes.
+    With several processes each evaluates episodes rank, rank + world, ... and the
+    values of all episodes are gathered, so the numbers equal a single process's
+    over the same episodes."""
+    runner = config["runner"]
+    metrics, names = model_def.create_metrics(config, "infer")
     # Every process draws every episode (the sampler stays in step) and keeps its share.
     mine = (episode for i, episode in enumerate(dataset) if i % world == rank)
+    done, last_report = 0, time.time()
     while True:
-        batch = list(itertools.islice(mine, config["runner"]["infer_batch_size"]))
+        batch = list(itertools.islice(mine, runner["infer_batch_size"]))
         if not batch:
             break
         model_def.infer_forward(model, metrics, batch, config)
+        done += len(batch) * world
+        if time.time() - last_report >= progress_seconds and done < runner["infer_episodes"]:
+            say(f"  {done} of {runner['infer_episodes']} episodes", flush=True)
+            last_report = time.time()
     shares = distributed.gather([m.values() for m in metrics], world)
     rows = []
-    for k, per_rank in enumerate(zip(*shares)):
+    for name, per_rank in zip(names, zip(*shares)):
         values = np.concatenate(per_rank)
-        mean, ci95 = model_def.mean_and_ci95(values)
-        rows.append({"step": k, "accuracy": mean, "ci95": ci95, "episodes": len(values)})
+        mean, ci95 = mean_and_ci95(values)
+        rows.append({"metric": name, "mean": mean, "ci95": ci95, "episodes": len(values)})
     return rows
 
 
 def read_results(path, settings):
-    """Earlier results in PATH made with the same test settings (their epochs are
+    """Earlier results in PATH made with the same settings (their epochs are
     kept, so evaluating epochs one range at a time builds one curve), else None."""
     try:
         with open(path) as f:
@@ -54,14 +64,24 @@ def read_results(path, settings):
     return earlier if earlier.get("settings") == settings else None
 
 
+def evaluation_settings(config):
+    """What the numbers depend on besides the weights: the test data and episodes
+    and every hyper-parameter (the model's and its readers')."""
+    runner = config["runner"]
+    return {"test_data_dir": runner["test_data_dir"], "infer_reader_path": runner["infer_reader_path"],
+            "episodes": runner["infer_episodes"], "seed": runner["infer_seed"],
+            "hyper_parameters": config["hyper_parameters"]}
+
+
 def infer(args):
     config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner = config["runner"]
     runtime.set_device(runner["use_gpu"])
     rank, world = distributed.init(runner["use_fleet"], config["config_path"])
     say = print if rank == 0 else (lambda *a, **k: None)  # only rank 0 prints and writes
-    runtime.seed_everything(runner["seed"])
     load_path, first, end = runner["infer_load_path"], runner["infer_start_epoch"], runner["infer_end_epoch"]
+    visual = visual_log.open_writer(runner["use_visual"] and rank == 0, load_path)
+    runtime.seed_everything(runner["seed"])
     if end <= first:
         raise ValueError(f"config file {config['config_path']}: runner.infer_end_epoch = {end} must be "
                          f"greater than runner.infer_start_epoch = {first} (the range excludes the end)")
@@ -72,14 +92,10 @@ def infer(args):
                          f"infer_end_epoch")
     reader = runtime.import_from_config_dir(config["config_dir"], runner["infer_reader_path"],
                                             "runner.infer_reader_path")
-    characters = reader.RecDataset.from_config(config, "infer").characters  # decode once
+    dataset = reader.RecDataset.from_config(config, "infer")  # decoded once; every pass: the same episodes
     model = model_def.create_model(config)
     network = model_def.network_description(config)
-    hp = config["hyper_parameters"]
-    settings = {"test_data_dir": runner["test_data_dir"], "episodes": runner["infer_episodes"],
-                "seed": runner["infer_seed"], "n_way": hp["n_way"], "k_spt": hp["k_spt"],
-                "k_query_test": hp["k_query_test"], "update_step_test": hp["update_step_test"],
-                "inner_lr": model_def.inner_lr(config), "rotations": hp["rotations"]}
+    settings = evaluation_settings(config)
     out = os.path.join(load_path, "infer_results.json")
     results = read_results(out, settings) or {"settings": settings, "epochs": {}}
     results["config"] = config["config_path"]
@@ -94,15 +110,14 @@ def infer(args):
         checkpoint.check_network(path, meta, network)
         checkpoint.load(path, model)
         start = time.time()
-        dataset = reader.RecDataset.from_config(config, "infer", characters=characters)
-        per_step = evaluate_epoch(model_def, model, dataset, config, rank, world)
+        rows = evaluate_epoch(model_def, model, dataset, config, rank, world, say)
         seconds = time.time() - start
-        results["epochs"][str(epoch)] = per_step
-        say(f"epoch {epoch}: {per_step[0]['episodes']} test episodes, {seconds:.1f} s"
+        results["epochs"][str(epoch)] = rows
+        visual_log.add_test(visual, (epoch + 1) * runner["train_batches_per_epoch"], rows)
+        say(f"epoch {epoch}: {rows[0]['episodes']} test episodes, {seconds:.1f} s"
             + (f" on {world} processes" if world > 1 else ""))
-        for row in per_step:
-            say(f"  after {row['step']} inner steps: accuracy {100 * row['accuracy']:.2f} "
-                  f"+- {100 * row['ci95']:.2f} %")
+        for row in rows:
+            say(f"  {row['metric']}: {100 * row['mean']:.2f} +- {100 * row['ci95']:.2f} %")
         sys.stdout.flush()
     if rank == 0:
         with open(out + ".tmp", "w") as f:

@@ -4,10 +4,10 @@
 
 From MODEL_SAVE_PATH/train_log.jsonl (written by trainer.py) and
 INFER_LOAD_PATH/infer_results.json (written by infer.py):
-  train_curve.png     meta-loss and query accuracy after each inner step, against meta-iterations
-  test_vs_steps.png   test accuracy with its 95 % confidence band against inner steps at test,
-                      one line per evaluated epoch
-  test_vs_iters.png   test accuracy (+- 95 % CI) after update_step_test steps against meta-iterations
+  train_curve.png     the training loss and the model's metrics against iterations
+  test_vs_steps.png   every test metric with its 95 % confidence band (for MAML: the accuracy
+                      after 0, 1, ... inner steps at test), one line per evaluated epoch
+  test_vs_iters.png   the last test metric (+- 95 % CI) against training iterations
 The files go to --out (default: MODEL_SAVE_PATH).
 """
 import json
@@ -29,13 +29,25 @@ def read_train_log(path):
     return [records[i] for i in sorted(records)]
 
 
+def train_metrics(record):
+    """{name: value} of a train_log.jsonl record (older logs: a list of query accuracies)."""
+    if "metrics" in record:
+        return record["metrics"]
+    return {f"acc_step{k}": v for k, v in enumerate(record["query_accuracy"])}
+
+
+def test_rows(rows):
+    """infer_results.json rows as (name, mean, ci95) (older files: step and accuracy)."""
+    return [(r["metric"], r["mean"], r["ci95"]) if "metric" in r else (f"acc_step{r['step']}", r["accuracy"], r["ci95"])
+            for r in rows]
+
+
 def plot(args):
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import matplotlib.ticker  # noqa: F401
     except ImportError:
         raise ValueError("tools/plot.py needs matplotlib: pip install matplotlib") from None
     config, _, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
@@ -49,39 +61,37 @@ def plot(args):
         iters = [r["iteration"] for r in records]
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
         ax_loss.plot(iters, [r["loss"] for r in records])
-        ax_loss.set(xlabel="meta-iteration", ylabel="meta-loss (query, after adaptation)", yscale="log")
-        for k in range(len(records[0]["query_accuracy"])):
-            ax_acc.plot(iters, [100 * r["query_accuracy"][k] for r in records], label=f"after {k} steps")
-        ax_acc.set(xlabel="meta-iteration", ylabel="training query accuracy (%)")
+        ax_loss.set(xlabel="iteration", ylabel="training loss", yscale="log")
+        for name in train_metrics(records[0]):
+            ax_acc.plot(iters, [100 * train_metrics(r)[name] for r in records], label=name)
+        ax_acc.set(xlabel="iteration", ylabel="training metric (%)")
         ax_acc.legend()
-        fig.suptitle(os.path.basename(config["config_path"]) + ": meta-training")
+        fig.suptitle(os.path.basename(config["config_path"]) + ": training")
         written.append(_save(fig, out_dir, "train_curve.png"))
     results_path = os.path.join(runner["infer_load_path"], "infer_results.json")
     if os.path.isfile(results_path):
         with open(results_path) as f:
             results = json.load(f)
         epochs = sorted(results["epochs"], key=int)
-        settings = results.get("settings", {})
-        title = (f"{settings.get('n_way', '?')}-way {settings.get('k_spt', '?')}-shot, "
-                 f"{settings.get('episodes', '?')} test episodes")
+        title = (f"{os.path.basename(results.get('config', config['config_path']))}, "
+                 f"{results.get('settings', {}).get('episodes', '?')} test episodes")
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for epoch in epochs:
-            rows = results["epochs"][epoch]
-            steps = [r["step"] for r in rows]
-            acc = [100 * r["accuracy"] for r in rows]
-            ci = [100 * r["ci95"] for r in rows]
-            ax.plot(steps, acc, marker="o", label=f"epoch {epoch}")
-            ax.fill_between(steps, [a - c for a, c in zip(acc, ci)], [a + c for a, c in zip(acc, ci)], alpha=0.2)
-        ax.set(xlabel="inner steps at test", ylabel="test accuracy (%)", title=title)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            names, mean, ci = zip(*test_rows(results["epochs"][epoch]))
+            acc, ci = [100 * m for m in mean], [100 * c for c in ci]
+            ax.plot(range(len(acc)), acc, marker="o", label=f"epoch {epoch}")
+            ax.fill_between(range(len(acc)), [a - c for a, c in zip(acc, ci)], [a + c for a, c in zip(acc, ci)],
+                            alpha=0.2)
+        ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 6 else 0)
+        ax.set(xlabel="test metric", ylabel="test accuracy (%)", title=title)
         ax.legend(fontsize="small")
         written.append(_save(fig, out_dir, "test_vs_steps.png"))
         per_epoch = results.get("train_batches_per_epoch", runner["train_batches_per_epoch"])
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        final = [results["epochs"][e][-1] for e in epochs]
-        ax.errorbar([(int(e) + 1) * per_epoch for e in epochs], [100 * r["accuracy"] for r in final],
-                    yerr=[100 * r["ci95"] for r in final], marker="o", capsize=3)
-        ax.set(xlabel="meta-iteration", ylabel=f"test accuracy after {final[0]['step']} steps (%)", title=title)
+        final = [test_rows(results["epochs"][e])[-1] for e in epochs]
+        ax.errorbar([(int(e) + 1) * per_epoch for e in epochs], [100 * r[1] for r in final],
+                    yerr=[100 * r[2] for r in final], marker="o", capsize=3)
+        ax.set(xlabel="iteration", ylabel=f"test {final[0][0]} (%)", title=title)
         written.append(_save(fig, out_dir, "test_vs_iters.png"))
     if not written:
         raise ValueError(f"nothing to plot: neither {log_path} nor {results_path} exists")

@@ -2,7 +2,8 @@
 
 A config has two sections, `runner` (the drivers' keys, RUNNER_OPTIONS below)
 and `hyper_parameters` (the model's keys, declared by the model's
-dygraph_model.py as HYPER_PARAMETER_OPTIONS). Every key is declared once with
+dygraph_model.py as HYPER_PARAMETER_OPTIONS, and its readers' keys, declared
+by each reader as READER_OPTIONS). Every key is declared once with
 its type, default and allowed range; an unknown key, a wrong type or a value
 out of range raises ConfigError with one line naming the file and the key.
 Path options are resolved relative to the config file's folder.
@@ -44,12 +45,12 @@ def at_least(n):
 
 
 RUNNER_OPTIONS = [
-    Option("train_data_dir", str, REQUIRED, "training data: <alphabet>/<character>/*.png, or a folder prepared by run.sh",
+    Option("train_data_dir", str, REQUIRED, "training data folder, in the reader's format",
            path=True),
-    Option("train_reader_path", str, "omniglot_reader",
-           "reader module next to the config (importlib name), or a path relative to it without .py"),
-    Option("test_data_dir", str, REQUIRED, "test data folder, disjoint characters", path=True),
-    Option("infer_reader_path", str, "omniglot_reader", "reader module used by infer.py"),
+    Option("train_reader_path", str, REQUIRED,
+           "reader module: its file next to the config without .py, or a path relative to the config"),
+    Option("test_data_dir", str, REQUIRED, "test data folder (classes disjoint from training)", path=True),
+    Option("infer_reader_path", str, REQUIRED, "reader module used by infer.py, as train_reader_path"),
     Option("use_gpu", bool, False, "run on GPU 0 if Paddle was built with CUDA (else warn, use CPU)"),
     Option("seed", int, 2017, "seeds Paddle, NumPy, Python and the training episode sampler"),
     Option("train_batch_size", int, 32, "tasks per meta-batch", (positive, "an integer >= 1")),
@@ -58,14 +59,14 @@ RUNNER_OPTIONS = [
     Option("epochs", int, 1, "epochs to train", (positive, "an integer >= 1")),
     Option("print_interval", int, 10, "print the metrics every this many meta-iterations",
            (positive, "an integer >= 1")),
-    Option("model_save_path", str, "output_model_maml", "checkpoint folder, one sub-folder per epoch",
+    Option("model_save_path", str, "output_model", "checkpoint folder, one sub-folder per epoch",
            path=True),
     Option("keep_last_checkpoints", int, 0, "keep only the newest this many epoch checkpoints (0: all)",
            (at_least(0), "an integer >= 0")),
     Option("resume", bool, True, "continue from the newest complete checkpoint in model_save_path"),
     Option("infer_batch_size", int, 1, "test tasks adapted together (one pass through the network) in infer.py",
            (positive, "an integer >= 1")),
-    Option("infer_load_path", str, "output_model_maml", "checkpoint folder infer.py reads",
+    Option("infer_load_path", str, "output_model", "checkpoint folder infer.py reads",
            path=True),
     Option("infer_start_epoch", int, 0, "first epoch infer.py evaluates", (at_least(0), "an integer >= 0")),
     Option("infer_end_epoch", int, 1, "infer.py evaluates epochs infer_start_epoch .. infer_end_epoch - 1",
@@ -73,7 +74,9 @@ RUNNER_OPTIONS = [
     Option("infer_episodes", int, 600, "test episodes per evaluated epoch", (at_least(2), "an integer >= 2")),
     Option("infer_seed", int, 1234, "seed of the test episode sampler (same episodes for every epoch)"),
     Option("use_fleet", bool, False, "train / evaluate across the processes of paddle.distributed.launch"),
-    Option("use_auc", bool, False, "PaddleRec key, not used by MAML", legacy=True),
+    Option("use_visual", bool, False, "also write the training curve and the test accuracies for "
+           "VisualDL (MODEL_SAVE_PATH/visualdl; needs pip install visualdl)"),
+    Option("use_auc", bool, False, "PaddleRec key, not used by these models", legacy=True),
 ]
 
 
@@ -145,6 +148,9 @@ def read_yaml(path):
 def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
     """Read PATH, apply overrides ('section.key=value'), validate.
 
+    hyper_parameter_options: a list of Option, or a function of the validated
+    runner section returning one (the keys of the model and of its readers).
+
     Returns {'runner': {...}, 'hyper_parameters': {...}, 'config_path': abs path,
     'config_dir': abs folder}; nested YAML keys stay nested, every declared key
     is present (defaults filled), path options are absolute.
@@ -154,7 +160,7 @@ def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
     for text in overrides:
         key, value = parse_override(text)
         _set_nested(tree, key, value)
-    sections = {"runner": RUNNER_OPTIONS, "hyper_parameters": list(hyper_parameter_options)}
+    sections = {"runner": RUNNER_OPTIONS, "hyper_parameters": hyper_parameter_options}
     unknown_sections = set(tree) - set(sections)
     if unknown_sections:
         raise ConfigError(f"config file {path}: unknown section {sorted(unknown_sections)[0]!r}; "
@@ -164,8 +170,22 @@ def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
         given = tree.get(section) or {}
         if not isinstance(given, dict):
             raise ConfigError(f"config file {path}: {section} must be a mapping")
+        if callable(options):  # the hyper_parameters keys depend on the runner's model and readers
+            options = options(config["runner"])
         config[section] = _validate_section(path, section, _flatten(given), options, warn)
     return config
+
+
+def merge_options(*groups):
+    """One schema from the options of a model and its readers; a key declared by
+    two different owners is a programming error."""
+    merged = {}
+    for group in groups:
+        for option in group:
+            if option.name in merged and merged[option.name] is not option:
+                raise ConfigError(f"hyper_parameters.{option.name} is declared twice (by the model and a reader)")
+            merged[option.name] = option
+    return list(merged.values())
 
 
 def _validate_section(path, section, given, options, warn):

@@ -1,12 +1,12 @@
 """Data parallelism over the tasks of a meta-batch, with paddle.distributed.
 
 Started by `python -m paddle.distributed.launch --nproc_per_node N tools/trainer.py ...`
-and `runner.use_fleet: True`. Every process samples the whole meta-batch from
-the same seed (sampling costs under 1 % of a step) and adapts its share,
-tasks rank, rank + N, ...; each process scales its mean task loss by its share
-of the meta-batch, so the gradients summed over processes (all_reduce after
-backward, outside paddle.grad's double-backward graph) are exactly the
-single-process meta-gradient, and every process applies the same update.
+and `runner.use_fleet: True`. Every process samples the whole batch from the
+same seed (sampling costs under 1 % of a step) and takes its share (shard),
+tasks rank, rank + N, ...; the trainer scales each process's mean loss by its
+share of the batch, so the gradients summed over processes (sum_gradients,
+after backward) are exactly the single-process gradient, and every process
+applies the same update. This module only shards and communicates.
 """
 import os
 
@@ -50,15 +50,9 @@ def gather(obj, world):
     return objects
 
 
-def meta_gradient(model_def, model, metrics, batch, config, rank, world):
-    """Leaves the meta-gradient of the whole meta-batch BATCH in every
-    parameter's .grad, on every process; returns the meta-loss (a 0-d tensor,
-    identical on every process)."""
-    local = shard(batch, rank, world)
-    loss, _, _ = model_def.train_forward(model, metrics, local, config)
-    scaled = loss * (len(local) / len(batch))  # the mean over the whole meta-batch, summed over ranks
-    scaled.backward()
+def sum_gradients(model, world):
+    """Sum every parameter's gradient over the processes, in place (after
+    backward, outside any double-backward graph)."""
     for p in model.parameters():
         if p.grad is not None:
             sum_over_processes(p.grad, world)
-    return sum_over_processes(scaled.detach(), world)

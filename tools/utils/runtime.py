@@ -1,6 +1,6 @@
 """What both drivers do before any work: find the model code next to the
 config, choose the device, seed every random generator."""
-import importlib
+import importlib.util
 import os
 import random
 import sys
@@ -11,31 +11,63 @@ import numpy as np  # before paddle: Paddle 2.6 with numpy 2 fails to import oth
 warnings.filterwarnings("ignore", message="No ccache found")
 import paddle  # noqa: E402
 
-from utils.config import ConfigError, read_yaml  # noqa: E402
+from utils.config import ConfigError, load_config, merge_options, read_yaml  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The model family's shared code (models.common) is imported from the project root.
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 
 def import_from_config_dir(config_dir, module_name, config_key):
     """Import MODULE_NAME.py from the config's folder (PaddleRec: model code lives
     next to its config). MODULE_NAME may also be a path relative to that folder,
-    such as ../maml/omniglot_reader (a sibling model's reader)."""
+    such as ../../common/readers/omniglot_reader. The module is registered under
+    a name made from its path, so two model folders' dygraph_model.py (or two
+    datasets' readers) never shadow each other in one process; its folder goes
+    on sys.path for its own sibling imports (PaddleRec's net.py)."""
     path = os.path.normpath(os.path.join(config_dir, module_name + ".py"))
     if not os.path.isfile(path):
-        raise ConfigError(f"{config_key}: {path} not found (the model code must sit next to its config)")
+        raise ConfigError(f"{config_key}: {path} not found (a module path relative to the config file, without .py)")
+    unique = "_fewshot_" + os.path.relpath(path, ROOT).replace(os.sep, "_").replace(".", "_").replace("-", "_")
+    if unique in sys.modules:
+        return sys.modules[unique]
     module_dir = os.path.dirname(path)
     if module_dir not in sys.path:
         sys.path.insert(0, module_dir)
-    return importlib.import_module(os.path.basename(module_name))
+    spec = importlib.util.spec_from_file_location(unique, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[unique]
+        raise
+    return module
+
+
+def import_readers(config_dir, runner):
+    """The train and infer reader modules named by the runner section."""
+    return [import_from_config_dir(config_dir, runner[key], f"runner.{key}")
+            for key in ("train_reader_path", "infer_reader_path")]
 
 
 def load_model_and_config(config_path, overrides, warn=print):
-    """Returns (config, DygraphModel instance, model module) for CONFIG_PATH."""
-    from utils.config import load_config
-
+    """Returns (config, DygraphModel instance, model module) for CONFIG_PATH.
+    The hyper_parameters schema is the model's keys plus its readers' keys;
+    config["data"] is what the training reader says of the data (image shape,
+    n_way), for the model to build itself."""
     config_path = os.path.abspath(config_path)
     read_yaml(config_path)  # a missing or broken file is reported before any import
-    model_module = import_from_config_dir(os.path.dirname(config_path), "dygraph_model",
-                                          "model code")
-    config = load_config(config_path, overrides, model_module.HYPER_PARAMETER_OPTIONS, warn=warn)
+    config_dir = os.path.dirname(config_path)
+    model_module = import_from_config_dir(config_dir, "dygraph_model", "model code")
+
+    def hyper_parameter_options(runner):
+        readers = import_readers(config_dir, runner)
+        return merge_options(model_module.HYPER_PARAMETER_OPTIONS, *(r.READER_OPTIONS for r in readers))
+
+    config = load_config(config_path, overrides, hyper_parameter_options, warn=warn)
+    config["data"] = import_readers(config_dir, config["runner"])[0].describe(config)
     return config, model_module.DygraphModel(), model_module
 
 
@@ -63,3 +95,11 @@ def set_rng_states(states):
     paddle.set_rng_state(states["paddle"])
     np.random.set_state(states["numpy"])
     random.setstate(states["python"])
+
+
+def lr_scheduler_of(optimizer):
+    """The LR schedule an optimizer was created with (its learning rate is then a
+    paddle.optimizer.lr.LRScheduler), else None: create_optimizer hands the
+    schedule back inside the optimizer."""
+    schedule = optimizer._learning_rate  # Paddle keeps the learning_rate argument here
+    return schedule if isinstance(schedule, paddle.optimizer.lr.LRScheduler) else None

@@ -11,25 +11,26 @@ meta_optimizer.final_learning_rate over the run. The update is handed to the
 shared trainer as a gradient, theta - mean_t phi_t, for plain SGD with step
 epsilon, so checkpoints, resuming and data parallelism work as for MAML.
 
-The network, the reader and test-time adaptation (infer_forward: full-batch
-SGD on the support set) are MAML's, from the sibling folder ../maml.
+The network (the shared conv-4), the episode reader and test-time adaptation
+(infer_forward: full-batch SGD on the support set) come from models/common,
+as MAML's do.
 """
-import importlib.util
 import os
 import sys
 
 import numpy as np
 import paddle
 
-MAML_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "maml"))
-if MAML_DIR not in sys.path:
-    sys.path.append(MAML_DIR)  # net.py
-_spec = importlib.util.spec_from_file_location("maml_dygraph_model", os.path.join(MAML_DIR, "dygraph_model.py"))
-maml = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(maml)
-
-from net import MAMLConvNet, cross_entropy  # noqa: E402
-from utils.config import Option, at_least, positive  # noqa: E402  (tools/, put on sys.path by maml)
+# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
+from models.common.adaptation import evaluate_adaptation, step_metrics  # noqa: E402
+from models.common.conv4 import NETWORK_OPTIONS, conv4_description, conv4_from_config  # noqa: E402
+from models.common.fewshot_model import FewShotModel  # noqa: E402
+from models.common.inner_loop import InnerLoop  # noqa: E402
+from models.common.layers import cross_entropy  # noqa: E402
+from utils.config import Option, at_least, positive  # noqa: E402
+from utils.metrics import accuracy  # noqa: E402
 
 HYPER_PARAMETER_OPTIONS = [
     Option("meta_optimizer.class", str, "SGD", "the outer update theta += epsilon * (phi - theta)",
@@ -47,14 +48,7 @@ HYPER_PARAMETER_OPTIONS = [
     Option("update_step", int, 5, "inner SGD steps per task in meta-training", (positive, "an integer >= 1")),
     Option("update_step_test", int, 50, "full-batch inner steps on the support set at test",
            (at_least(0), "an integer >= 0")),
-    Option("k_spt", int, 1, "support images per class (K shots); in training a task's images are "
-           "its k_spt + k_query images per class", (positive, "an integer >= 1")),
-    Option("k_query", int, 9, "more training images per class (Reptile's train shots = k_spt + k_query)",
-           (positive, "an integer >= 1")),
-    Option("k_query_test", int, 1, "query images per class in test episodes (infer.py)",
-           (positive, "an integer >= 1")),
-] + [option for option in maml.HYPER_PARAMETER_OPTIONS  # the data and network keys are MAML's
-     if option.name in ("n_way", "rotations", "task_rotation", "imgsize", "downsample", "bn_channel")]
+] + NETWORK_OPTIONS
 
 
 def minibatch_indices(num_images, batch_size, steps, rng):
@@ -65,51 +59,56 @@ def minibatch_indices(num_images, batch_size, steps, rng):
     return [order[s * batch_size: (s + 1) * batch_size] for s in range(steps)]
 
 
-def inner_sgd(model, params, x, y, batches, lr, metrics_list=None):
-    """SGD from PARAMS on the minibatches x[idx], y[idx] for idx in BATCHES (no
-    graph kept). metrics_list[k] receives minibatch k's accuracy before step k.
-    Returns the final weights, detached."""
-    params = [maml._leaf(p) for p in params]
+def inner_sgd(model, weights, x, y, batches, lr, metrics_list=None):
+    """SGD from WEIGHTS (a dict) on the minibatches x[idx], y[idx] for idx in
+    BATCHES (no graph kept). metrics_list[k] receives minibatch k's accuracy
+    before step k. Returns the final weights, detached."""
+    loop = InnerLoop(lr, track=False)
+    fast = loop.task_copies(weights, 1)
     for k, idx in enumerate(batches):
         idx = paddle.to_tensor(idx)
-        xb, yb = paddle.gather(x, idx), paddle.gather(y, idx)
-        logits = model(xb, params, twice_differentiable=False)
-        grads = paddle.grad(cross_entropy(logits, yb, False), params)
-        params = [maml._leaf(p - lr * g) for p, g in zip(params, grads)]
+        xb, yb = paddle.gather(x, idx).unsqueeze(0), paddle.gather(y, idx).unsqueeze(0)
+        logits = model.forward_tasks(xb, fast, twice_differentiable=False)
+        fast = loop.adapt(cross_entropy(logits, yb, False).sum(), fast, k + 1)
         if metrics_list is not None:
-            metrics_list[k].update(maml.accuracy(logits.detach(), yb))
-    return params
+            metrics_list[k].update(accuracy(logits.detach(), yb))
+    return {name: w[0] for name, w in fast.items()}
 
 
-class DygraphModel(maml.DygraphModel):
-    """Reptile: MAML's network, reader and evaluation; its own meta-update."""
+class DygraphModel(FewShotModel):
+    """Reptile: the shared conv-4, reader and evaluation; its own meta-update.
+    The inner minibatches come from the model's own RandomState (seeded from
+    runner.seed by create_model, saved in every checkpoint)."""
 
-    HYPER_PARAMETER_OPTIONS = HYPER_PARAMETER_OPTIONS
+    def __init__(self):
+        self.rng = np.random.RandomState(0)
+
+    def get_state(self):
+        return {"minibatch_rng": self.rng.get_state()}
+
+    def set_state(self, state):
+        self.rng.set_state(state["minibatch_rng"])
 
     def create_model(self, config):
-        hp = config["hyper_parameters"]
-        return MAMLConvNet(n_way=hp["n_way"], in_channels=1, hidden_channels=hp["bn_channel"],
-                           downsample=hp["downsample"])
+        self.rng = np.random.RandomState([config["runner"]["seed"], 1])  # a stream apart from the sampler's
+        return conv4_from_config(config)
 
     def network_description(self, config):
+        return conv4_description(config)
+
+    def create_metrics(self, config, mode="train"):
+        """Training: the accuracy on the k-th inner minibatch before its step, and
+        after the last step on all the task's images; infer: the query accuracy
+        after 0..update_step_test full-batch steps on the support set."""
         hp = config["hyper_parameters"]
-        return {"model": "maml_conv4", "n_way": hp["n_way"], "downsample": hp["downsample"],
-                "bn_channel": hp["bn_channel"]}
-
-    @staticmethod
-    def adapted_indices(dy_model, config):
-        return list(range(len(dy_model.param_names)))
-
-    @staticmethod
-    def inner_lr(config):
-        return config["hyper_parameters"]["base_optimizer"]["learning_rate"]
+        return step_metrics(hp["update_step"] if mode == "train" else hp["update_step_test"])
 
     def create_optimizer(self, dy_model, config):
         meta, runner = config["hyper_parameters"]["meta_optimizer"], config["runner"]
-        self.lr_scheduler = paddle.optimizer.lr.PolynomialDecay(
+        schedule = paddle.optimizer.lr.PolynomialDecay(
             meta["learning_rate"], decay_steps=runner["epochs"] * runner["train_batches_per_epoch"],
             end_lr=meta["final_learning_rate"], power=1.0)
-        return paddle.optimizer.SGD(learning_rate=self.lr_scheduler, parameters=dy_model.parameters())
+        return paddle.optimizer.SGD(learning_rate=schedule, parameters=dy_model.parameters())
 
     def train_forward(self, dy_model, metrics_list, batch_data, config):
         """Returns (loss, metrics_list, print_dict). The loss's value is the mean
@@ -119,20 +118,28 @@ class DygraphModel(maml.DygraphModel):
         hp = config["hyper_parameters"]
         xs, ys, xq, yq = self.create_feeds(batch_data, config)
         x, y = paddle.concat([xs, xq], axis=1), paddle.concat([ys, yq], axis=1)
-        theta = dy_model.param_list
-        lr, steps = self.inner_lr(config), hp["update_step"]
-        phi_sum = [paddle.zeros_like(p) for p in theta]
+        theta = dy_model.weights()
+        lr, steps = hp["base_optimizer"]["learning_rate"], hp["update_step"]
+        phi_sum = {name: paddle.zeros_like(w) for name, w in theta.items()}
         adapted_losses = []
         for t in range(x.shape[0]):
-            batches = minibatch_indices(x.shape[1], hp["inner_batch_size"], steps, np.random)
+            batches = minibatch_indices(x.shape[1], hp["inner_batch_size"], steps, self.rng)
             phi = inner_sgd(dy_model, theta, x[t], y[t], batches, lr, metrics_list)
-            phi_sum = [s + p.detach() for s, p in zip(phi_sum, phi)]
+            phi_sum = {name: s + phi[name].detach() for name, s in phi_sum.items()}
             with paddle.no_grad():
                 logits = dy_model(x[t], phi, twice_differentiable=False)
                 adapted_losses.append(cross_entropy(logits, y[t], False))
-                metrics_list[steps].update(maml.accuracy(logits, y[t]))
+                metrics_list[steps].update(accuracy(logits, y[t]))
         tasks = x.shape[0]
         # d/dtheta of sum(theta * (theta.detach() - mean phi)) is theta - mean phi.
-        surrogate = paddle.add_n([(p * (p.detach() - s / tasks)).sum() for p, s in zip(theta, phi_sum)])
+        surrogate = paddle.add_n([(w * (w.detach() - phi_sum[name] / tasks)).sum() for name, w in theta.items()])
         loss = paddle.stack(adapted_losses).mean() + surrogate - surrogate.detach()
         return loss, metrics_list, {"loss": loss}
+
+    def infer_forward(self, dy_model, metrics_list, batch_data, config):
+        """Full-batch SGD on each test task's support set for update_step_test
+        steps; metrics_list[k] receives the query accuracy after k steps."""
+        loop = InnerLoop(config["hyper_parameters"]["base_optimizer"]["learning_rate"], track=False)
+        evaluate_adaptation(dy_model, loop, self.create_feeds(batch_data, config),
+                            config["hyper_parameters"]["update_step_test"], metrics_list)
+        return metrics_list, {}

@@ -9,12 +9,18 @@ Two layouts are read:
     and characters.txt (what datasets/omniglot/run.sh prepares): no decoding at all.
 Images are kept as uint8; sampling an episode only indexes those arrays.
 `rotations` (degrees, multiples of 90) turn every character into one class per
-angle, as in the MAML paper's Omniglot protocol.
+angle, as in the MAML paper's Omniglot protocol. The reader interface: models/common/episodes.py.
 """
 import os
+import sys
 
 import numpy as np
-import paddle
+
+# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
+from models.common.episodes import EpisodeDataset  # noqa: E402
+from utils.config import Option, at_least, positive  # noqa: E402
 
 IMAGE_SUFFIXES = (".png",)
 
@@ -99,91 +105,55 @@ class OmniglotCharacters:
         return len(self.images)
 
 
-class RecDataset(paddle.io.IterableDataset):
-    """Iterable of N-way K-shot episodes.
+READER_OPTIONS = [
+    Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
+    Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
+    Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
+    Option("k_query_test", int, 15, "query images per class in test episodes (infer.py)",
+           (positive, "an integer >= 1")),
+    Option("rotations", list, [0], "each character is one class per angle listed (degrees)",
+           (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(r in (0, 90, 180, 270) and
+                                                                   not isinstance(r, bool) for r in v),
+            "a list of distinct angles from 0, 90, 180, 270")),
+    Option("task_rotation", bool, False, "task augmentation in meta-training: every image of an episode "
+           "turned by one random multiple of 90 degrees"),
+    Option("imgsize", int, 28, "images are resized to imgsize x imgsize", (at_least(16), "an integer >= 16")),
+]
 
-    Each episode is a tuple of numpy arrays
-        support_x float32 [n_way * k_spt, 1, imgsize, imgsize], support_y int64 [n_way * k_spt]
-        query_x   float32 [n_way * k_query, 1, imgsize, imgsize], query_y  int64 [n_way * k_query]
-    Classes are drawn without replacement; each class's support and query images
-    are distinct drawings; label i goes to the i-th class drawn, and the draw
-    order is random, so labels are permuted episode by episode. The dataset owns
-    its random state (np.random.RandomState(seed)): the same seed gives the same
-    episodes, and no global RNG is touched.
 
-    num_episodes: the number of episodes one iteration yields (None: endless).
-    task_rotation: turn every image of an episode by one random multiple of 90
-    degrees (task augmentation at sampling time; training only).
-    """
+def describe(config):
+    """What a model needs to know of the data to build itself."""
+    hp = config["hyper_parameters"]
+    return {"image_shape": [1, hp["imgsize"], hp["imgsize"]], "n_way": hp["n_way"]}
+
+
+class RecDataset(EpisodeDataset):
+    """N-way K-shot episodes of Omniglot characters (see EpisodeDataset), images
+    float32 [B, 1, imgsize, imgsize] in [0, 1], strokes 1.
+
+    characters: an OmniglotCharacters already decoded (else decoded from data_dir)."""
 
     def __init__(self, data_dir, n_way, k_spt, k_query, imgsize, seed, num_episodes=None,
                  characters=None, rotations=(0,), task_rotation=False):
-        super().__init__()
-        self.task_rotation = task_rotation
-        self.n_way, self.k_spt, self.k_query = n_way, k_spt, k_query
-        self.characters = characters if characters is not None else OmniglotCharacters(data_dir, imgsize, k_spt + k_query,
-                                                           rotations)
-        if len(self.characters) < n_way:
-            raise ValueError(f"data directory {data_dir} has {len(self.characters)} classes, "
-                             f"fewer than n_way = {n_way}")
-        self.rng = np.random.RandomState(seed)
-        self.num_episodes = num_episodes
+        if characters is None:
+            characters = OmniglotCharacters(data_dir, imgsize, k_spt + k_query, rotations)
+        self.characters = characters
+        super().__init__(characters.images, n_way, k_spt, k_query, seed, num_episodes, task_rotation,
+                         source=f"data directory {data_dir}")
 
     @classmethod
-    def from_config(cls, config, mode, characters=None):
+    def from_config(cls, config, mode):
         """The training sampler (mode "train": runner.train_data_dir, runner.seed,
         endless) or the test sampler (mode "infer": runner.test_data_dir,
-        runner.infer_seed, runner.infer_episodes episodes)."""
+        runner.infer_seed, runner.infer_episodes episodes per pass)."""
         hp, runner = config["hyper_parameters"], config["runner"]
         if mode == "train":
             data_dir, seed, num_episodes = runner["train_data_dir"], runner["seed"], None
             k_query, task_rotation = hp["k_query"], hp["task_rotation"]
         elif mode == "infer":
-            task_rotation = False
-            data_dir, seed, num_episodes = (runner["test_data_dir"], runner["infer_seed"],
-                                            runner["infer_episodes"])
-            k_query = hp["k_query_test"]
+            data_dir, seed, num_episodes = runner["test_data_dir"], runner["infer_seed"], runner["infer_episodes"]
+            k_query, task_rotation = hp["k_query_test"], False
         else:
             raise ValueError(f"mode must be train or infer, got {mode!r}")
-        return cls(data_dir, hp["n_way"], hp["k_spt"], k_query, hp["imgsize"], seed,
-                   num_episodes=num_episodes, characters=characters, rotations=hp["rotations"],
-                   task_rotation=task_rotation)
-
-    def sample_episode(self):
-        shots = self.k_spt + self.k_query
-        classes = self.rng.choice(len(self.characters), self.n_way, replace=False)
-        support, query = [], []
-        for images in (self.characters.images[c] for c in classes):
-            picks = images[self.rng.choice(len(images), shots, replace=False)]
-            support.append(picks[: self.k_spt])
-            query.append(picks[self.k_spt:])
-        support, query = np.concatenate(support), np.concatenate(query)
-        if self.task_rotation:  # the whole task turned by the same multiple of 90 degrees
-            turns = self.rng.randint(4)
-            support, query = (np.rot90(a, turns, axes=(1, 2)) for a in (support, query))
-        labels = np.arange(self.n_way, dtype="int64")
-        return (_to_float(support), np.repeat(labels, self.k_spt),
-                _to_float(query), np.repeat(labels, self.k_query))
-
-    def __iter__(self):
-        count = 0
-        while self.num_episodes is None or count < self.num_episodes:
-            yield self.sample_episode()
-            count += 1
-
-    def __len__(self):
-        if self.num_episodes is None:
-            raise TypeError("an endless episode stream has no length")
-        return self.num_episodes
-
-    def get_state(self):
-        """The sampler's random state, for checkpoints."""
-        return self.rng.get_state()
-
-    def set_state(self, state):
-        self.rng.set_state(state)
-
-
-def _to_float(images):
-    """uint8 [B, H, W] -> float32 [B, 1, H, W] in [0, 1]."""
-    return (images.astype("float32") / 255.0)[:, None]
+        return cls(data_dir, hp["n_way"], hp["k_spt"], k_query, hp["imgsize"], seed, num_episodes=num_episodes,
+                   rotations=hp["rotations"], task_rotation=task_rotation)

@@ -1,0 +1,152 @@
+"""The structure the family grows on: generic drivers, model folders that do
+not reach into each other, small files, and a new model folder that trains and
+infers with the drivers untouched."""
+import ast
+import glob
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+from conftest import READERS_DIR, ROOT, SAMPLE_DATA
+from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS as MAML_OPTIONS
+from models.multitask.reptile.dygraph_model import HYPER_PARAMETER_OPTIONS as REPTILE_OPTIONS
+from omniglot_reader import READER_OPTIONS
+from utils.config import RUNNER_OPTIONS
+
+
+def python_files(*folders):
+    return [p for folder in folders for p in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True)]
+
+
+def string_constants(path):
+    return {node.value for node in ast.walk(ast.parse(open(path).read()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def test_the_drivers_name_no_hyper_parameter_key():
+    runner_keys = {o.name for o in RUNNER_OPTIONS}
+    model_keys = {o.name.split(".")[-1] for o in MAML_OPTIONS + REPTILE_OPTIONS + READER_OPTIONS} - runner_keys
+    for path in python_files("tools"):
+        named = string_constants(path) & model_keys
+        assert not named, f"{os.path.relpath(path, ROOT)} names {sorted(named)}"
+        assert not re.search(r'hyper_parameters"\]\[|\bhp\[', open(path).read()), path  # no key looked up
+
+
+def test_no_model_folder_reaches_another():
+    for path in python_files("models/multitask"):
+        folder = os.path.basename(os.path.dirname(path))
+        tree = ast.parse(open(path).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[:2] == ["models", "multitask"] and len(parts) > 2:
+                    assert parts[2] == folder, f"{path} imports {node.module}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any(n.startswith("importlib") for n in names), f"{path} uses importlib"
+        source = open(path).read()
+        assert "multitask" not in "".join(line for line in source.splitlines() if "sys.path" in line), path
+
+
+def test_no_source_file_is_over_300_lines():
+    for path in python_files("models", "tools", "tests", "benchmarks", "datasets"):
+        lines = len(open(path).read().splitlines())
+        assert lines <= 300, f"{os.path.relpath(path, ROOT)} has {lines} lines"
+
+
+TOY_MODEL = '''
+"""A toy model written only against the interface: nearest class mean of
+learned linear features (a prototypical network on raw pixels)."""
+import os
+import sys
+
+import paddle
+
+ROOT = {root!r}
+sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
+from models.common.fewshot_model import FewShotModel  # noqa: E402
+from utils.config import Option, positive  # noqa: E402
+from utils.metrics import EpisodeAccuracy, accuracy  # noqa: E402
+
+HYPER_PARAMETER_OPTIONS = [Option("features", int, 8, "feature width", (positive, "an integer >= 1")),
+                           Option("learning_rate", float, 0.01, "Adam's rate", (positive, "a number > 0"))]
+
+
+class DygraphModel(FewShotModel):
+    def create_model(self, config):
+        c, h, w = config["data"]["image_shape"]
+        return paddle.nn.Linear(c * h * w, config["hyper_parameters"]["features"])
+
+    def network_description(self, config):
+        return {{"model": "toy", "features": config["hyper_parameters"]["features"]}}
+
+    def create_optimizer(self, model, config):
+        return paddle.optimizer.Adam(config["hyper_parameters"]["learning_rate"], parameters=model.parameters())
+
+    def create_metrics(self, config, mode="train"):
+        return [EpisodeAccuracy("acc")], ["acc"]
+
+    def _logits(self, model, batch, config):
+        xs, ys, xq, yq = self.create_feeds(batch, config)
+        t, n = xs.shape[0], config["data"]["n_way"]
+        fs, fq = model(xs.reshape([t, xs.shape[1], -1])), model(xq.reshape([t, xq.shape[1], -1]))
+        one_hot = paddle.nn.functional.one_hot(ys, n).astype(fs.dtype)
+        centroids = paddle.matmul(one_hot, fs, transpose_x=True) / one_hot.sum(axis=1).unsqueeze(-1)
+        return -((fq.unsqueeze(2) - centroids.unsqueeze(1)) ** 2).sum(-1), yq
+
+    def train_forward(self, model, metrics, batch, config):
+        logits, yq = self._logits(model, batch, config)
+        loss = paddle.nn.functional.cross_entropy(logits.reshape([-1, logits.shape[-1]]), yq.reshape([-1]))
+        metrics[0].update(accuracy(logits.detach(), yq))
+        return loss, metrics, {{"loss": loss}}
+
+    def infer_forward(self, model, metrics, batch, config):
+        with paddle.no_grad():
+            logits, yq = self._logits(model, batch, config)
+        metrics[0].update(accuracy(logits, yq))
+        return metrics, {{}}
+'''
+
+TOY_CONFIG = '''
+runner:
+  train_data_dir: "{data}/train"
+  train_reader_path: "{reader}"
+  test_data_dir: "{data}/test"
+  infer_reader_path: "{reader}"
+  train_batch_size: 4
+  train_batches_per_epoch: 3
+  epochs: 2
+  print_interval: 3
+  model_save_path: "out"
+  infer_load_path: "out"
+  infer_end_epoch: 2
+  infer_episodes: 8
+  infer_batch_size: 4
+hyper_parameters:
+  features: 16
+  n_way: 5
+  k_spt: 1
+  k_query: 2
+  k_query_test: 2
+'''
+
+
+def test_a_new_model_folder_trains_and_infers_with_the_shared_drivers(tmp_path):
+    """A model folder outside the repository, written against the interface
+    only: the drivers, the reader and models.common serve it unchanged."""
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "dygraph_model.py").write_text(textwrap.dedent(TOY_MODEL.format(root=ROOT)))
+    (folder / "config.yaml").write_text(TOY_CONFIG.format(data=SAMPLE_DATA,
+                                                          reader=os.path.join(READERS_DIR, "omniglot_reader")))
+    out = {}
+    for script in ("trainer.py", "infer.py"):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), "-m", "config.yaml"],
+                                cwd=folder, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        out[script] = result.stdout
+    assert "epoch: 1, batch_id: 3/3, loss: " in out["trainer.py"] and ", acc: " in out["trainer.py"]
+    assert "epoch 1: 8 test episodes" in out["infer.py"] and "  acc: " in out["infer.py"]
+    assert os.path.isfile(folder / "out" / "1" / "meta.json")
