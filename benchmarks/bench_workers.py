@@ -3,6 +3,7 @@
 step and evaluation, a naive Paddle loop, a PyTorch loop, the reader."""
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -181,10 +182,10 @@ def worker_eval(s, order, reps):
 def worker_reader(s, order, reps):
     """Seconds to sample one meta-batch of episodes from the prepared full data
     (or the sample data if run.sh has not been run)."""
-    sys.path[:0] = [os.path.join(ROOT, "models", "common", "readers")]
+    sys.path[:0] = [ROOT]
     import itertools
 
-    from omniglot_reader import RecDataset
+    from models.common.readers.omniglot_reader import RecDataset
 
     prepared = os.path.join(ROOT, "datasets", "omniglot", "data", "paper", "train")
     data = prepared if os.path.isdir(prepared) else os.path.join(MODEL_DIR, "data", "sample_data", "train")

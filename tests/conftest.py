@@ -1,5 +1,5 @@
-"""Shared test helpers: the project root (models.common, models.multitask.*),
-tools/ (utils) and the readers' folder on sys.path."""
+"""Shared test helpers: the project root (models.common, models.multitask.*)
+and tools/ (utils) on sys.path."""
 import os
 import sys
 
@@ -9,16 +9,31 @@ TOOLS_DIR = os.path.join(ROOT, "tools")
 READERS_DIR = os.path.join(ROOT, "models", "common", "readers")
 SAMPLE_DATA = os.path.join(MODEL_DIR, "data", "sample_data")
 SHARED_OMNIGLOT = os.path.join(os.path.dirname(ROOT), "shared", "omniglot")
-for path in (ROOT, TOOLS_DIR, READERS_DIR):
+for path in (ROOT, TOOLS_DIR):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 import utils  # noqa: E402,F401  (sets MKL_DEBUG_CPU_TYPE on AMD before Paddle loads)
 
 
-def load_maml_config(overrides=(), path=os.path.join(MODEL_DIR, "config.yaml")):
+def load_model_config(overrides=(), path=os.path.join(MODEL_DIR, "config.yaml")):
     """(config, DygraphModel) as the drivers load them."""
     from utils import runtime
 
     config, model_def, _ = runtime.load_model_and_config(path, list(overrides))
     return config, model_def
+
+
+def quick_run_overrides(config_path, classes):
+    """What a short test run of a shipped config needs besides smaller sizes: a
+    Meta-Baseline config starts from scratch (its pretrained encoder is another
+    run's output), and training episodes of at most CLASSES classes."""
+    import yaml
+
+    hp = yaml.safe_load(open(config_path))["hyper_parameters"]
+    overrides = []
+    if "pretrained_encoder_path" in hp:
+        overrides += ["-o", "hyper_parameters.pretrained_encoder_path="]
+    if hp.get("n_way", 0) > classes:
+        overrides += ["-o", f"hyper_parameters.n_way={classes}"]
+    return overrides

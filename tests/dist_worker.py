@@ -20,7 +20,7 @@ def episodes(rng, count):
 
 def main(out):
     paddle.set_default_dtype("float64")
-    config, model_def = conftest.load_maml_config(["hyper_parameters.bn_channel=8", "runner.use_fleet=True"])
+    config, model_def = conftest.load_model_config(["hyper_parameters.bn_channel=8", "runner.use_fleet=True"])
     rank, world = distributed.init(True, "config")
     paddle.seed(3)
     model = model_def.create_model(config)

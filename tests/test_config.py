@@ -9,7 +9,7 @@ import yaml
 
 from conftest import MODEL_DIR, ROOT
 from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS
-from omniglot_reader import READER_OPTIONS
+from models.common.readers.omniglot_reader import READER_OPTIONS
 from utils import runtime
 from utils.config import RUNNER_OPTIONS, ConfigError, parse_override
 
@@ -52,6 +52,7 @@ def test_overrides_are_typed():
     ("runner.train_batch_size=2.5", r"train_batch_size = 2.5 has type float, expected int"),
     ("trainer.epochs=1", r"unknown section 'trainer'"),
     ("epochs", r"expected section\.key=value"),
+    ("runner.model_save_path=", r"runner\.model_save_path is empty, expected a path"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -9,7 +9,7 @@ import sys
 import paddle
 import pytest
 
-from conftest import MODEL_DIR, ROOT
+from conftest import MODEL_DIR, ROOT, quick_run_overrides
 
 SMALL = ["-o", "runner.train_batch_size=2", "-o", "runner.train_batches_per_epoch=3",
          "-o", "runner.epochs=2", "-o", "runner.print_interval=1", "-o", "runner.infer_episodes=12",
@@ -75,11 +75,11 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
 def test_short_training_raises_query_accuracy():
     """40 meta-iterations on the sample data lift the accuracy after one inner
     step on held-out characters well above its starting point."""
-    from conftest import load_maml_config
-    from omniglot_reader import RecDataset
+    from conftest import load_model_config
+    from models.common.readers.omniglot_reader import RecDataset
     from utils import runtime
 
-    config, model_def = load_maml_config(["runner.infer_episodes=60", "hyper_parameters.update_step_test=1"])
+    config, model_def = load_model_config(["runner.infer_episodes=60", "hyper_parameters.update_step_test=1"])
     runtime.seed_everything(0)
     model = model_def.create_model(config)
     optimizer = model_def.create_optimizer(model, config)
@@ -125,28 +125,30 @@ SHIPPED_CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(
 
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS)
 def test_every_shipped_config_trains_and_infers_on_the_sample_data(tmp_path, config):
-    """A short run of each config (MAML and its relatives, Reptile) with the
-    bundled sample data in place of full Omniglot."""
+    """A short run of each config of every model folder with the bundled sample
+    data in place of full Omniglot."""
     sample = os.path.join(MODEL_DIR, "data", "sample_data")
     where, _ = paths(tmp_path)
     small = ["-o", f"runner.train_data_dir={sample}/train", "-o", f"runner.test_data_dir={sample}/test",
              "-o", "hyper_parameters.rotations=[0]", "-o", "runner.train_batch_size=2",
              "-o", "runner.train_batches_per_epoch=2", "-o", "runner.epochs=1", "-o", "runner.infer_episodes=2",
              "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1"]
+    small += quick_run_overrides(os.path.join(ROOT, config), classes=20)
     for script in ("tools/trainer.py", "tools/infer.py"):
         result = run([script, "-m", config] + small + where, ROOT)
         assert result.returncode == 0, result.stderr
-    assert "epoch 0: 2 test episodes" in result.stdout and "acc_step1: " in result.stdout
+    assert "epoch 0: 2 test episodes" in result.stdout
+    assert re.search(r"^  (acc|acc_step1): [\d.]+ \+- [\d.]+ %$", result.stdout, flags=re.M)
 
 
 def test_infer_reports_progress_on_long_evaluations():
     """A progress line when an evaluation outlasts progress_seconds (0 here:
     after every batch but the last)."""
-    from conftest import load_maml_config
+    from conftest import load_model_config
     from infer import evaluate_epoch
-    from omniglot_reader import RecDataset
+    from models.common.readers.omniglot_reader import RecDataset
 
-    config, model_def = load_maml_config(["runner.infer_episodes=12", "runner.infer_batch_size=4",
+    config, model_def = load_model_config(["runner.infer_episodes=12", "runner.infer_batch_size=4",
                                           "hyper_parameters.update_step_test=1"])
     model = model_def.create_model(config)
     lines = []

@@ -101,14 +101,6 @@ def test_outer_step_size_anneals_linearly_to_its_final_value():
     assert rates == pytest.approx([EPSILON * (1 - k / 10) for k in range(10)])
 
 
-def test_readme_documents_every_reptile_key():
-    import re
-
-    readme = open(os.path.join(REPTILE_DIR, "README.md")).read()
-    documented = set(re.findall(r"^\| `hyper_parameters\.([a-z_.]+)` \|", readme, flags=re.M))
-    assert documented == {o.name for o in reptile.HYPER_PARAMETER_OPTIONS}
-
-
 def test_reptile_owns_its_generator_and_checkpoints_it():
     """The inner minibatches come from the model's RandomState, seeded from
     runner.seed, untouched by NumPy's global generator, restored from get_state()."""

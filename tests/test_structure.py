@@ -12,7 +12,7 @@ import textwrap
 from conftest import READERS_DIR, ROOT, SAMPLE_DATA
 from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS as MAML_OPTIONS
 from models.multitask.reptile.dygraph_model import HYPER_PARAMETER_OPTIONS as REPTILE_OPTIONS
-from omniglot_reader import READER_OPTIONS
+from models.common.readers.omniglot_reader import READER_OPTIONS
 from utils.config import RUNNER_OPTIONS
 
 
@@ -150,3 +150,18 @@ def test_a_new_model_folder_trains_and_infers_with_the_shared_drivers(tmp_path):
     assert "epoch: 1, batch_id: 3/3, loss: " in out["trainer.py"] and ", acc: " in out["trainer.py"]
     assert "epoch 1: 8 test episodes" in out["infer.py"] and "  acc: " in out["infer.py"]
     assert os.path.isfile(folder / "out" / "1" / "meta.json")
+
+
+def test_every_model_readme_documents_its_keys():
+    """Each model folder's README lists its hyper_parameters keys (MAML's are in
+    the top README, checked by test_config.py)."""
+    import importlib
+
+    for folder in sorted(glob.glob(os.path.join(ROOT, "models", "multitask", "*", "dygraph_model.py"))):
+        name = os.path.basename(os.path.dirname(folder))
+        if name == "maml":
+            continue
+        module = importlib.import_module(f"models.multitask.{name}.dygraph_model")
+        readme = open(os.path.join(os.path.dirname(folder), "README.md")).read()
+        documented = set(re.findall(r"^\| `hyper_parameters\.([a-z_.]+)` \|", readme, flags=re.M))
+        assert documented == {o.name for o in module.HYPER_PARAMETER_OPTIONS}, name

@@ -10,6 +10,7 @@ prints each of the model's metrics (create_metrics(config, "infer")) as mean
 INFER_LOAD_PATH/infer_results.json (adding to the epochs already there if they
 were evaluated with the same settings) and, with runner.use_visual, for VisualDL.
 """
+import hashlib
 import itertools
 import json
 import os
@@ -53,15 +54,23 @@ def evaluate_epoch(model_def, model, dataset, config, rank=0, world=1, say=print
     return rows
 
 
-def read_results(path, settings):
+def read_results(path, settings, say=print):
     """Earlier results in PATH made with the same settings (their epochs are
-    kept, so evaluating epochs one range at a time builds one curve), else None."""
+    kept, so evaluating epochs one range at a time builds one curve), else None.
+    Results of other settings (e.g. 20-way after 5-way) are moved aside to
+    PATH with the hash of their settings in the name, never overwritten."""
     try:
         with open(path) as f:
             earlier = json.load(f)
     except (OSError, ValueError):
         return None
-    return earlier if earlier.get("settings") == settings else None
+    if earlier.get("settings") == settings:
+        return earlier
+    digest = hashlib.sha256(json.dumps(earlier.get("settings"), sort_keys=True).encode()).hexdigest()[:8]
+    aside = path[: -len(".json")] + f".{digest}.json"
+    os.replace(path, aside)
+    say(f"results of other settings moved to {aside}")
+    return None
 
 
 def evaluation_settings(config):
@@ -94,10 +103,11 @@ def infer(args):
                                             "runner.infer_reader_path")
     dataset = reader.RecDataset.from_config(config, "infer")  # decoded once; every pass: the same episodes
     model = model_def.create_model(config)
+    model.eval()  # batch norm with running statistics (where a model has them) uses them
     network = model_def.network_description(config)
     settings = evaluation_settings(config)
     out = os.path.join(load_path, "infer_results.json")
-    results = read_results(out, settings) or {"settings": settings, "epochs": {}}
+    results = (read_results(out, settings, say) if rank == 0 else None) or {"settings": settings, "epochs": {}}
     results["config"] = config["config_path"]
     results["train_batches_per_epoch"] = runner["train_batches_per_epoch"]
     for epoch in epochs:

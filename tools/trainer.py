@@ -111,6 +111,8 @@ def train(args):
     save_path = runner["model_save_path"]
 
     start_epoch = resume(runner, model_def, model, optimizer, dataset, network, say) if runner["resume"] else 0
+    if start_epoch == 0:
+        model_def.init_weights(model, config)
     if start_epoch >= runner["epochs"]:
         say(f"training already complete: {save_path} holds epoch {start_epoch - 1} of "
             f"runner.epochs = {runner['epochs']}; raise runner.epochs to train on, or set "
@@ -120,6 +122,7 @@ def train(args):
     if rank == 0:
         os.makedirs(save_path, exist_ok=True)
         log = open(os.path.join(save_path, "train_log.jsonl"), "a")  # one JSON line per print
+    model.train()
     items = iter(dataset)
     metrics, names = model_def.create_metrics(config, "train")
     batch_size, per_epoch = runner["train_batch_size"], runner["train_batches_per_epoch"]

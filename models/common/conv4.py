@@ -42,12 +42,15 @@ class Conv4(nn.Layer):
                    the spatial mean (the MAML paper's Omniglot network, 28 -> 14 -> 7 -> 4 -> 2 -> mean).
         "maxpool": 3x3 conv, stride 1, padding 1, then 2x2 max-pooling (28 -> 14 -> 7 -> 3 -> 1),
                    then the spatial mean (a no-op at 1x1).
-    Batch norm always uses the statistics of the current batch (the MAML
-    paper's setting): there are no running statistics, in training or evaluation.
+    Batch norm uses the statistics of the current batch (the MAML paper's
+    setting), in training and evaluation. running_stats=True instead keeps running
+    statistics as ordinary batch norm does (the metric learners: current batch and
+    an update in train(), the running statistics in eval()); one task at a time
+    (the weights are shared by every image), not twice differentiable.
     """
 
     def __init__(self, n_way=0, in_channels=1, hidden_channels=64, downsample="stride",
-                 activation=F.relu, learned_inner_lr=None, bn_steps=0):
+                 activation=F.relu, learned_inner_lr=None, bn_steps=0, running_stats=False):
         super().__init__()
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
@@ -66,6 +69,10 @@ class Conv4(nn.Layer):
             self._add(f"bn{i}.bias", bn_shape, nn.initializer.Constant(0.0))
             channels = hidden_channels
         self.feature_size = channels  # the spatial mean of the last block's channels
+        self.running_stats = running_stats
+        for i in range(NUM_BLOCKS if running_stats else 0):
+            self.register_buffer(f"bn{i}_running_mean", paddle.zeros([hidden_channels]))
+            self.register_buffer(f"bn{i}_running_var", paddle.ones([hidden_channels]))
         if n_way:
             bound = math.sqrt(6.0 / (self.feature_size + n_way))
             self._add("fc.weight", [self.feature_size, n_way], nn.initializer.Uniform(-bound, bound))
@@ -144,7 +151,12 @@ class Conv4(nn.Layer):
             raise ValueError(f"the weights lack {', '.join(missing)}")
         tasks, batch = x.shape[0], x.shape[1]
         norm = batch_norm_current_batch if twice_differentiable else fused_batch_norm_current_batch
+        if self.running_stats:
+            if twice_differentiable or tasks != 1:
+                raise ValueError("running batch-norm statistics serve one task at a time, once differentiable")
         for i in range(NUM_BLOCKS):
+            if self.running_stats:
+                norm = self._running_norm(i)
             w = params[f"conv{i}.weight"]
             channels = w.shape[1]
             scale, shift = self._batch_norm_weights(params[f"bn{i}.weight"], params[f"bn{i}.bias"], bn_step)
@@ -167,6 +179,12 @@ class Conv4(nn.Layer):
             if self.downsample == "maxpool":
                 h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
         return h.mean(axis=[2, 3]).reshape([batch, tasks, -1]).transpose([1, 0, 2])
+
+    def _running_norm(self, i):
+        """Block i's batch norm with running statistics (PyTorch's momentum 0.1)."""
+        mean, var = getattr(self, f"bn{i}_running_mean"), getattr(self, f"bn{i}_running_var")
+        return lambda h, scale, shift: F.batch_norm(h, mean, var, scale, shift, training=self.training,
+                                                    momentum=0.9, epsilon=1e-5)
 
     @staticmethod
     def _batch_norm_weights(scale, shift, bn_step):
@@ -214,6 +232,9 @@ def conv4_from_config(config, with_head=True, **extra):
     hyper_parameters (NETWORK_OPTIONS), input channels and classes from the data
     its reader describes (config["data"]); EXTRA goes to Conv4."""
     hp, data = config["hyper_parameters"], config["data"]
+    if with_head and data.get("n_way_test", data["n_way"]) != data["n_way"]:
+        raise ValueError(f"config file {config['config_path']}: hyper_parameters.n_way_test = {data['n_way_test']}, "
+                         f"but this network's classifier has n_way = {data['n_way']} outputs (set 0)")
     return Conv4(n_way=data["n_way"] if with_head else 0, in_channels=data["image_shape"][0],
                  hidden_channels=hp["bn_channel"], downsample=hp["downsample"], **extra)
 

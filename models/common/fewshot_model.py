@@ -10,6 +10,8 @@ The drivers (tools/trainer.py, tools/infer.py) call, on a model's DygraphModel:
         calls loss.backward() and the optimizer step
     infer_forward(model, metrics, batch, config) -> (metrics, print_dict)
     network_description(config) -> dict a checkpoint must match to be loaded
+    init_weights(model, config): called by the trainer before training from scratch (not when
+        resuming, not in infer), e.g. to load pretrained weights
     set_epoch(epoch), get_state() / set_state(state): the epoch before each one is trained, and
         host-side state (e.g. a model's own RandomState) saved in every checkpoint
 """
@@ -24,6 +26,9 @@ class FewShotModel:
 
     def set_epoch(self, epoch):
         self.epoch = epoch
+
+    def init_weights(self, model, config):
+        pass
 
     def get_state(self):
         return None

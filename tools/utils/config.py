@@ -25,12 +25,14 @@ class Option:
     default: REQUIRED means the key must be given.
     check: (predicate, 'what is expected') or None.
     legacy: accepted for PaddleRec compatibility but not used; a warning says so.
+    path: a path relative to the config file; empty only with empty_path_allowed (then it stays empty).
     """
 
     def __init__(self, name, type, default, doc, check=None, choices=None, path=False,
-                 legacy=False):
+                 legacy=False, empty_path_allowed=False):
         self.name, self.type, self.default, self.doc = name, type, default, doc
         self.check, self.choices, self.path, self.legacy = check, choices, path, legacy
+        self.empty_path_allowed = empty_path_allowed
 
 
 REQUIRED = object()
@@ -219,6 +221,10 @@ def _validate_section(path, section, given, options, warn):
             if option.check is not None and not option.check[0](value):
                 raise ConfigError(f"config file {path}: {full} = {value!r}, expected {option.check[1]}")
         if option.path and isinstance(value, str):
-            value = os.path.normpath(os.path.join(os.path.dirname(path), value))
+            if not value.strip():
+                if not option.empty_path_allowed:
+                    raise ConfigError(f"config file {path}: {full} is empty, expected a path")
+            else:
+                value = os.path.normpath(os.path.join(os.path.dirname(path), value))
         _set_nested(values, option.name, value)
     return values

@@ -22,14 +22,20 @@ if ROOT not in sys.path:
 def import_from_config_dir(config_dir, module_name, config_key):
     """Import MODULE_NAME.py from the config's folder (PaddleRec: model code lives
     next to its config). MODULE_NAME may also be a path relative to that folder,
-    such as ../../common/readers/omniglot_reader. The module is registered under
-    a name made from its path, so two model folders' dygraph_model.py (or two
-    datasets' readers) never shadow each other in one process; its folder goes
-    on sys.path for its own sibling imports (PaddleRec's net.py)."""
+    such as ../../common/readers/omniglot_reader.
+
+    Inside the project a module is imported by its package name (e.g.
+    models.multitask.maml.dygraph_model), so it exists once per process however
+    it is reached. A folder elsewhere (a user's own model) is loaded by path
+    under a name made from the path, with the folder on sys.path for its
+    sibling imports (PaddleRec's net.py)."""
     path = os.path.normpath(os.path.join(config_dir, module_name + ".py"))
     if not os.path.isfile(path):
         raise ConfigError(f"{config_key}: {path} not found (a module path relative to the config file, without .py)")
-    unique = "_fewshot_" + os.path.relpath(path, ROOT).replace(os.sep, "_").replace(".", "_").replace("-", "_")
+    package_name = _package_name(path)
+    if package_name:
+        return importlib.import_module(package_name)
+    unique = "_fewshot_" + "".join(c if c.isalnum() else "_" for c in path)
     if unique in sys.modules:
         return sys.modules[unique]
     module_dir = os.path.dirname(path)
@@ -44,6 +50,18 @@ def import_from_config_dir(config_dir, module_name, config_key):
         del sys.modules[unique]
         raise
     return module
+
+
+def _package_name(path):
+    """models.x.y for ROOT/models/x/y.py when every folder on the way is a package, else None."""
+    relative = os.path.relpath(path, ROOT)
+    parts = relative[:-len(".py")].split(os.sep)
+    if relative.startswith("..") or not all(p.isidentifier() for p in parts):
+        return None
+    folders = [os.path.join(ROOT, *parts[:i]) for i in range(1, len(parts))]
+    if not all(os.path.isfile(os.path.join(f, "__init__.py")) for f in folders):
+        return None
+    return ".".join(parts)
 
 
 def import_readers(config_dir, runner):

@@ -79,6 +79,19 @@ def load_prepared(data_dir, imgsize):
     return list(array)
 
 
+def count_classes(data_dir, rotations):
+    """Classes (characters x rotations) in DATA_DIR without decoding any image."""
+    path = os.path.join(data_dir, "images.npy")
+    if os.path.isfile(path):
+        try:
+            characters = np.load(path, mmap_mode="r").shape[0]
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} cannot be read ({e}); rerun datasets/omniglot/run.sh") from None
+    else:
+        characters = len(find_character_dirs(data_dir))
+    return characters * len(rotations)
+
+
 class OmniglotCharacters:
     """Every class of a data folder, decoded once.
 
@@ -118,13 +131,16 @@ READER_OPTIONS = [
     Option("task_rotation", bool, False, "task augmentation in meta-training: every image of an episode "
            "turned by one random multiple of 90 degrees"),
     Option("imgsize", int, 28, "images are resized to imgsize x imgsize", (at_least(16), "an integer >= 16")),
+    Option("n_way_test", int, 0, "classes per test episode (0: n_way); Prototypical Networks train with more",
+           (lambda v: v == 0 or v >= 2, "0 or an integer >= 2")),
 ]
 
 
 def describe(config):
     """What a model needs to know of the data to build itself."""
     hp = config["hyper_parameters"]
-    return {"image_shape": [1, hp["imgsize"], hp["imgsize"]], "n_way": hp["n_way"]}
+    return {"image_shape": [1, hp["imgsize"], hp["imgsize"]], "n_way": hp["n_way"],
+            "n_way_test": hp["n_way_test"] or hp["n_way"]}
 
 
 class RecDataset(EpisodeDataset):
@@ -147,13 +163,15 @@ class RecDataset(EpisodeDataset):
         endless) or the test sampler (mode "infer": runner.test_data_dir,
         runner.infer_seed, runner.infer_episodes episodes per pass)."""
         hp, runner = config["hyper_parameters"], config["runner"]
+        n_way = hp["n_way"]
         if mode == "train":
             data_dir, seed, num_episodes = runner["train_data_dir"], runner["seed"], None
             k_query, task_rotation = hp["k_query"], hp["task_rotation"]
         elif mode == "infer":
             data_dir, seed, num_episodes = runner["test_data_dir"], runner["infer_seed"], runner["infer_episodes"]
             k_query, task_rotation = hp["k_query_test"], False
+            n_way = hp["n_way_test"] or n_way
         else:
             raise ValueError(f"mode must be train or infer, got {mode!r}")
-        return cls(data_dir, hp["n_way"], hp["k_spt"], k_query, hp["imgsize"], seed, num_episodes=num_episodes,
+        return cls(data_dir, n_way, hp["k_spt"], k_query, hp["imgsize"], seed, num_episodes=num_episodes,
                    rotations=hp["rotations"], task_rotation=task_rotation)

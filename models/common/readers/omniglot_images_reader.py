@@ -1,0 +1,30 @@
+"""Labelled Omniglot images for supervised pre-training (Classifier-Baseline):
+every drawing of every training class (character x rotation) with its class
+index, from the same folders and with the same keys as omniglot_reader.py.
+Mode "infer" gives test episodes: the episode reader's."""
+import os
+import sys
+
+# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
+from models.common.images import LabelledImages  # noqa: E402
+from models.common.readers import omniglot_reader  # noqa: E402
+
+READER_OPTIONS = omniglot_reader.READER_OPTIONS
+
+
+def describe(config):
+    """The image shape and the number of training classes (the classifier's width)."""
+    classes = omniglot_reader.count_classes(config["runner"]["train_data_dir"], config["hyper_parameters"]["rotations"])
+    return dict(omniglot_reader.describe(config), n_classes=classes)
+
+
+class RecDataset(LabelledImages):
+    @classmethod
+    def from_config(cls, config, mode):
+        if mode == "infer":
+            return omniglot_reader.RecDataset.from_config(config, mode)
+        hp, runner = config["hyper_parameters"], config["runner"]
+        characters = omniglot_reader.OmniglotCharacters(runner["train_data_dir"], hp["imgsize"], 1, hp["rotations"])
+        return cls(characters.images, runner["seed"])

@@ -1,0 +1,65 @@
+"""Meta-Baseline (Chen, Liu, Xu, Darrell, Wang, ICCV 2021) in PaddleRec's
+DygraphModel interface.
+
+Starts from a Classifier-Baseline encoder (hyper_parameters.pretrained_encoder_path,
+loaded by init_weights when training starts from scratch), then trains
+episodically: the logits of a query are temperature x cosine similarity of its
+features with the support centroids, the loss the query cross-entropy; the
+temperature is learnable, starting at 10; SGD with momentum 0.9 and weight
+decay 5e-4 at 0.001 (the authors' code, yinboc/few-shot-meta-baseline,
+train_meta.py, models/meta_baseline.py, configs/train_meta_mini.yaml).
+"""
+import os
+import sys
+
+# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
+import paddle  # noqa: E402
+
+from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # noqa: E402
+from models.common.metric_model import CentroidModel  # noqa: E402
+from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones  # noqa: E402
+from models.multitask.meta_baseline.net import MetaBaselineNet  # noqa: E402
+from utils import checkpoint  # noqa: E402
+from utils.config import Option, positive  # noqa: E402
+
+HYPER_PARAMETER_OPTIONS = SGD_OPTIONS + [
+    Option("temperature", float, 10.0, "initial temperature of the cosine logits", (positive, "a number > 0")),
+    Option("learn_temperature", bool, True, "meta-learn the temperature"),
+    Option("pretrained_encoder_path", str, "", "Classifier-Baseline checkpoints to start from: a run folder "
+           "(its newest good epoch) or one epoch's folder; empty: start from scratch", path=True,
+           empty_path_allowed=True),
+] + BACKBONE_OPTIONS
+
+
+class DygraphModel(CentroidModel):
+    metric = "cosine"
+
+    def create_model(self, config):
+        return MetaBaselineNet(config)
+
+    def network_description(self, config):
+        return dict(backbone_description(config), model="meta_baseline")
+
+    def create_optimizer(self, model, config):
+        return sgd_with_milestones(model, config)
+
+    def init_weights(self, model, config):
+        """The encoder of the Classifier-Baseline checkpoint that pretrained_encoder_path names."""
+        path = config["hyper_parameters"]["pretrained_encoder_path"]
+        if not path:
+            return
+        if not os.path.isfile(os.path.join(path, "meta.json")):  # a run folder: its newest good epoch
+            found = checkpoint.latest_good(path)
+            if found is None:
+                raise ValueError(f"hyper_parameters.pretrained_encoder_path: no Classifier-Baseline checkpoint in "
+                                 f"{path}; train models/multitask/classifier_baseline first, or set it to ''")
+            path = found[1]
+        meta = checkpoint.verify(path)
+        saved = {k: v for k, v in meta.get("network", {}).items() if k in backbone_description(config)}
+        if saved != backbone_description(config):
+            raise ValueError(f"hyper_parameters.pretrained_encoder_path: {path} holds the encoder {saved}, "
+                             f"but the config says {backbone_description(config)}")
+        model.load_encoder(paddle.load(os.path.join(path, "rec.pdparams")))
+        print(f"encoder loaded from {path}")
