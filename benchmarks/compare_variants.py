@@ -88,7 +88,7 @@ def summarize(out):
             "| test steps | 5-way 1-shot accuracy, 600 episodes |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, label, _, batch, per_epoch, _ in VARIANTS:
         epoch = last_epoch(out, name)
-        log = [json.loads(line) for line in open(os.path.join(out, name, "train_log.jsonl"))]
+        log = [r for r in map(json.loads, open(os.path.join(out, name, "train_log.jsonl"))) if "loss" in r]
         seconds = statistics.median(batch / r.get("ins_per_s", r.get("tasks_per_s")) for r in log)
         results = json.load(open(os.path.join(out, name, "infer_results.json")))
         final = results["epochs"][str(epoch)][-1]

@@ -132,7 +132,8 @@ def test_every_shipped_config_trains_and_infers_on_the_sample_data(tmp_path, con
     small = ["-o", f"runner.train_data_dir={sample}/train", "-o", f"runner.test_data_dir={sample}/test",
              "-o", "hyper_parameters.rotations=[0]", "-o", "runner.train_batch_size=2",
              "-o", "runner.train_batches_per_epoch=2", "-o", "runner.epochs=1", "-o", "runner.infer_episodes=2",
-             "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1"]
+             "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1",
+             "-o", f"runner.val_data_dir={sample}/test", "-o", "runner.val_episodes=2"]
     small += quick_run_overrides(os.path.join(ROOT, config), classes=20)
     for script in ("tools/trainer.py", "tools/infer.py"):
         result = run([script, "-m", config] + small + where, ROOT)
@@ -145,7 +146,7 @@ def test_infer_reports_progress_on_long_evaluations():
     """A progress line when an evaluation outlasts progress_seconds (0 here:
     after every batch but the last)."""
     from conftest import load_model_config
-    from infer import evaluate_epoch
+    from utils.evaluation import evaluate_epoch
     from models.common.readers.omniglot_reader import RecDataset
 
     config, model_def = load_model_config(["runner.infer_episodes=12", "runner.infer_batch_size=4",
@@ -188,3 +189,29 @@ def test_visualdl_missing_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: runner.use_visual is True but visualdl is not installed "
                                      "(pip install visualdl, or -o runner.use_visual=False)")
+
+
+def test_validation_after_every_epoch_and_infer_of_the_best_epoch(tmp_path):
+    """runner.val_data_dir: a validation line per epoch in train_log.jsonl and the
+    output; runner.infer_best_epoch evaluates the epoch with the best one."""
+    where, out = paths(tmp_path)
+    val = ["-o", f"runner.val_data_dir={os.path.join(MODEL_DIR, 'data', 'sample_data', 'test')}",
+           "-o", "runner.val_episodes=6"]
+    train = run(["tools/trainer.py", "-m", "models/multitask/maml/config.yaml"] + SMALL + where + val, ROOT)
+    assert train.returncode == 0, train.stderr
+    assert len(re.findall(r"^validation: acc_step0: [\d.]+ \+- [\d.]+ %, acc_step1: ", train.stdout, re.M)) == 2
+    records = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+    val_records = [r for r in records if "val" in r]
+    assert [(r["epoch"], r["iteration"]) for r in val_records] == [(0, 3), (1, 6)]
+    best = max(val_records, key=lambda r: (r["val"]["acc_step1"], r["epoch"]))["epoch"]
+    infer = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml", "-o", "runner.infer_best_epoch=True"]
+                + SMALL + where, ROOT)
+    assert infer.returncode == 0, infer.stderr
+    assert f"epoch {best} has the best validation result" in infer.stdout
+    assert f"epoch {best}: 12 test episodes" in infer.stdout and f"epoch {1 - best}:" not in infer.stdout
+    plain = run(["tools/trainer.py", "-m", "models/multitask/maml/config.yaml"] + SMALL +
+                ["-o", f"runner.model_save_path={tmp_path / 'plain'}"], ROOT)
+    assert plain.returncode == 0 and "validation:" not in plain.stdout
+    none = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml", "-o", "runner.infer_best_epoch=True",
+                "-o", f"runner.infer_load_path={tmp_path / 'plain'}"] + SMALL, ROOT)
+    assert none.returncode == 2 and "holds no validation result" in none.stderr

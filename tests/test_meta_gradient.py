@@ -36,7 +36,7 @@ def make_config(first_order, downsample, reduction="mean", alpha=ALPHA, adapt_la
                                  "multi_step_loss": multi_step_loss, "multi_step_loss_epochs": 4,
                                  "update_step_test": STEPS, "first_order": first_order,
                                  "downsample": downsample, "bn_channel": 6, "tasks_per_pass": 0,
-                                 "per_step_bn_weights": False, "learn_inner_lr": False,
+                                 "per_step_bn_weights": False, "learn_inner_lr": False, "adapt_bn": True,
                                  "inner_loss_reduction": reduction, "adapt_layers": adapt_layers,
                                  "base_optimizer": {"learning_rate": alpha}},
             "data": {"n_way": 3, "image_shape": [1, 16, 16]}}
@@ -233,3 +233,25 @@ def test_tasks_per_pass_does_not_change_the_meta_gradient():
     apart, loss_apart = project_meta_gradient(net, batch, config)
     assert abs(loss_together - loss_apart) < 1e-12
     assert relative_error(apart, together) < 1e-12
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_authors_network_meta_gradient_matches_reference(first_order):
+    """cbfinn/maml's network: batch norm with an offset and no scale, epsilon 1e-3,
+    the offsets meta-learned but left out of the inner loop, the classifier from N(0, 1)."""
+    paddle.seed(61)
+    net = MAMLConvNet(n_way=3, hidden_channels=6, downsample="stride", activation=F.tanh, bn_scale=False,
+                      bn_epsilon=1e-3, head_init="normal")
+    assert not [n for n in net.param_names if n.startswith("bn") and n.endswith("weight")]
+    assert 0.5 < float(net.weights()["fc.weight"].std()) < 1.5  # N(0, 1), not Xavier's ~0.17
+    rng = np.random.RandomState(62)
+    for p in net.param_list:
+        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
+    batch = make_batch(np.random.RandomState(63))
+    config = make_config(first_order, "stride")
+    config["hyper_parameters"]["adapt_bn"] = False
+    ours, _ = project_meta_gradient(net, batch, config)
+    adapted = [i for i, name in enumerate(net.param_names) if not name.startswith("bn")]
+    reference = reference_meta_gradient(net, batch, first_order, adapted=adapted)
+    assert relative_error(ours, reference) < (1e-10 if first_order else 1e-7)
+    assert np.abs(ours[net.param_names.index("bn2.bias")]).max() > 1e-6  # the offsets are meta-learned

@@ -77,7 +77,7 @@ def test_evaluating_a_batch_of_episodes_equals_one_episode_at_a_time():
     rng = np.random.RandomState(3)
     config = {"hyper_parameters": {"update_step_test": 2, "base_optimizer": {"learning_rate": 0.4},
                                    "inner_loss_reduction": "mean", "adapt_layers": "all",
-                                   "per_step_bn_weights": False},
+                                   "per_step_bn_weights": False, "adapt_bn": True},
               "data": {"n_way": 4, "image_shape": [1, 16, 16]}}
     net = perturbed_net("stride")
     episodes = [(rng.rand(4, 1, 16, 16), np.arange(4), rng.rand(8, 1, 16, 16), np.repeat(np.arange(4), 2))
@@ -135,3 +135,24 @@ def test_inner_loop_update_rule_and_learned_rates_are_data():
         expected = start[name].numpy() - 0.05 * (i + 1) * np.sign(grad.numpy())
         np.testing.assert_allclose(fast[name].numpy(), expected, rtol=1e-12)
     np.testing.assert_array_equal(fast["fc.bias"].numpy(), start["fc.bias"].numpy())  # not adapted
+
+
+def test_offset_only_batch_norm_with_the_authors_epsilon_matches_plain_layers():
+    """bn_scale=False, bn_epsilon=1e-3 against F.batch_norm with a unit scale and that epsilon."""
+    paddle.seed(7)
+    net = MAMLConvNet(n_way=4, hidden_channels=5, downsample="stride", bn_scale=False, bn_epsilon=1e-3)
+    rng = np.random.RandomState(7)
+    for p in net.param_list:
+        p.set_value(p.numpy() + 0.2 * rng.randn(*p.shape))
+    x = paddle.to_tensor(rng.rand(6, 1, 28, 28))
+    weights = net.weights()
+    h = x
+    for i in range(4):
+        h = F.conv2d(h, weights[f"conv{i}.weight"], weights[f"conv{i}.bias"], stride=2, padding="SAME")
+        c = h.shape[1]
+        h = F.relu(F.batch_norm(h, paddle.zeros([c]), paddle.ones([c]), paddle.ones([c]), weights[f"bn{i}.bias"],
+                                training=True, epsilon=1e-3))
+    expected = F.linear(h.mean(axis=[2, 3]), weights["fc.weight"], weights["fc.bias"]).numpy()
+    for twice_differentiable in (True, False):
+        np.testing.assert_allclose(net(x, twice_differentiable=twice_differentiable).numpy(), expected,
+                                   rtol=1e-9, atol=1e-9)

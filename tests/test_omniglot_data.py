@@ -136,6 +136,7 @@ def test_no_network_and_no_python_are_one_line_errors(tmp_path):
 def test_every_paper_config_trains_and_infers_on_the_full_data(prepared, tmp_path, config):
     overrides = [f"runner.train_data_dir={prepared / 'paper' / 'train'}",
                  f"runner.test_data_dir={prepared / 'paper' / 'test'}",
+                 f"runner.val_data_dir={prepared / 'paper' / 'val'}", "runner.val_episodes=2",
                  f"runner.model_save_path={tmp_path}", f"runner.infer_load_path={tmp_path}",
                  "runner.train_batch_size=2", "runner.train_batches_per_epoch=1", "runner.epochs=1",
                  "runner.infer_episodes=2", "runner.infer_end_epoch=1"]

@@ -31,7 +31,8 @@ def losses(out):
     with open(os.path.join(out, "train_log.jsonl")) as f:
         for line in f:
             record = json.loads(line)
-            result[record["iteration"]] = record["loss"]
+            if "loss" in record:  # not a validation line
+                result[record["iteration"]] = record["loss"]
     return result
 
 

@@ -3,7 +3,8 @@
     python tools/infer.py -m models/multitask/maml/config.yaml [-o ...]
 
 For each epoch runner.infer_start_epoch .. runner.infer_end_epoch - 1 found in
-runner.infer_load_path, runs the model's infer_forward over runner.infer_episodes
+runner.infer_load_path (with runner.infer_best_epoch: only the one of them with
+the best validation result, see trainer.py), runs the model's infer_forward over runner.infer_episodes
 test episodes (the same episodes for every epoch, from runner.infer_seed) and
 prints each of the model's metrics (create_metrics(config, "infer")) as mean
 +- 95 % confidence interval over the episodes. Also writes the numbers to
@@ -11,7 +12,6 @@ INFER_LOAD_PATH/infer_results.json (adding to the epochs already there if they
 were evaluated with the same settings) and, with runner.use_visual, for VisualDL.
 """
 import hashlib
-import itertools
 import json
 import os
 import sys
@@ -19,40 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from utils import checkpoint, cli, distributed, runtime, visual_log  # noqa: E402
-from utils.metrics import mean_and_ci95  # noqa: E402
-import numpy as np  # noqa: E402
-
-PROGRESS_SECONDS = 10  # a progress line at most this often on long evaluations
-
-
-def evaluate_epoch(model_def, model, dataset, config, rank=0, world=1, say=print,
-                   progress_seconds=PROGRESS_SECONDS):
-    """Rows {"metric", "mean", "ci95", "episodes"} over all of DATASET's episodes.
-    With several processes each evaluates episodes rank, rank + world, ... and the
-    values of all episodes are gathered, so the numbers equal a single process's
-    over the same episodes."""
-    runner = config["runner"]
-    metrics, names = model_def.create_metrics(config, "infer")
-    # Every process draws every episode (the sampler stays in step) and keeps its share.
-    mine = (episode for i, episode in enumerate(dataset) if i % world == rank)
-    done, last_report = 0, time.time()
-    while True:
-        batch = list(itertools.islice(mine, runner["infer_batch_size"]))
-        if not batch:
-            break
-        model_def.infer_forward(model, metrics, batch, config)
-        done += len(batch) * world
-        if time.time() - last_report >= progress_seconds and done < runner["infer_episodes"]:
-            say(f"  {done} of {runner['infer_episodes']} episodes", flush=True)
-            last_report = time.time()
-    shares = distributed.gather([m.values() for m in metrics], world)
-    rows = []
-    for name, per_rank in zip(names, zip(*shares)):
-        values = np.concatenate(per_rank)
-        mean, ci95 = mean_and_ci95(values)
-        rows.append({"metric": name, "mean": mean, "ci95": ci95, "episodes": len(values)})
-    return rows
-
+from utils.evaluation import best_epoch, evaluate_epoch  # noqa: E402
 
 def read_results(path, settings, say=print):
     """Earlier results in PATH made with the same settings (their epochs are
@@ -71,6 +38,23 @@ def read_results(path, settings, say=print):
     os.replace(path, aside)
     say(f"results of other settings moved to {aside}")
     return None
+
+
+def select_best(load_path, epochs, say):
+    """[the epoch of EPOCHS with the best validation record in LOAD_PATH/train_log.jsonl]."""
+    log_path = os.path.join(load_path, "train_log.jsonl")
+    try:
+        with open(log_path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        records = []
+    best = best_epoch([r for r in records if r.get("epoch") in epochs])
+    if best is None:
+        raise ValueError(f"runner.infer_best_epoch: {log_path} holds no validation result for epochs "
+                         f"{epochs[0] if epochs else '-'}..{epochs[-1] if epochs else '-'}; train with "
+                         f"runner.val_data_dir set")
+    say(f"epoch {best} has the best validation result")
+    return [best]
 
 
 def evaluation_settings(config):
@@ -95,6 +79,8 @@ def infer(args):
         raise ValueError(f"config file {config['config_path']}: runner.infer_end_epoch = {end} must be "
                          f"greater than runner.infer_start_epoch = {first} (the range excludes the end)")
     epochs = [e for e in checkpoint.epochs_in(load_path) if first <= e < end]
+    if runner["infer_best_epoch"]:
+        epochs = select_best(load_path, epochs, say)
     if not epochs:
         raise ValueError(f"no checkpoint for epochs {first}..{end - 1} in {load_path} "
                          f"(runner.infer_load_path); train first or change runner.infer_start_epoch/"
@@ -103,7 +89,6 @@ def infer(args):
                                             "runner.infer_reader_path")
     dataset = reader.RecDataset.from_config(config, "infer")  # decoded once; every pass: the same episodes
     model = model_def.create_model(config)
-    model.eval()  # batch norm with running statistics (where a model has them) uses them
     network = model_def.network_description(config)
     settings = evaluation_settings(config)
     out = os.path.join(load_path, "infer_results.json")

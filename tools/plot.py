@@ -4,7 +4,8 @@
 
 From MODEL_SAVE_PATH/train_log.jsonl (written by trainer.py) and
 INFER_LOAD_PATH/infer_results.json (written by infer.py):
-  train_curve.png     the training loss and the model's metrics against iterations
+  train_curve.png     the training loss and the model's metrics (and the validation
+                      results, with runner.val_data_dir) against iterations
   test_vs_steps.png   every test metric with its 95 % confidence band (for MAML: the accuracy
                       after 0, 1, ... inner steps at test), one line per evaluated epoch
   test_vs_iters.png   the last test metric (+- 95 % CI) against training iterations
@@ -18,14 +19,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from utils import cli, runtime  # noqa: E402
 
 
-def read_train_log(path):
-    """{iteration: record}, the last record of an iteration winning (resumed runs redo some)."""
+def read_train_log(path, key="loss"):
+    """The records holding KEY ("loss": training, "val": validation) by iteration,
+    the last record of an iteration winning (resumed runs redo some)."""
     records = {}
     with open(path) as f:
         for line in f:
             if line.strip():
                 record = json.loads(line)
-                records[record["iteration"]] = record
+                if key in record:
+                    records[record["iteration"]] = record
     return [records[i] for i in sorted(records)]
 
 
@@ -64,6 +67,10 @@ def plot(args):
         ax_loss.set(xlabel="iteration", ylabel="training loss", yscale="log")
         for name in train_metrics(records[0]):
             ax_acc.plot(iters, [100 * train_metrics(r)[name] for r in records], label=name)
+        validation = read_train_log(log_path, key="val")
+        for name in (validation[0]["val"] if validation else []):
+            ax_acc.plot([r["iteration"] for r in validation], [100 * r["val"][name] for r in validation],
+                        marker="o", linestyle="--", label=f"validation {name}")
         ax_acc.set(xlabel="iteration", ylabel="training metric (%)")
         ax_acc.legend()
         fig.suptitle(os.path.basename(config["config_path"]) + ": training")

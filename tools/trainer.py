@@ -9,7 +9,10 @@ checkpoint per epoch to runner.model_save_path and, with runner.resume (default
 True), continues from the newest complete checkpoint there. The printed numbers
 are also appended, one JSON object per line, to MODEL_SAVE_PATH/train_log.jsonl
 (a resumed run appends the iterations it redoes again: the last line of an
-iteration counts), and with runner.use_visual written for VisualDL.
+iteration counts), and with runner.use_visual written for VisualDL. With
+runner.val_data_dir, the model is evaluated on runner.val_episodes validation
+episodes after every epoch (a "val" line in train_log.jsonl), which
+infer.py's runner.infer_best_epoch selects by.
 """
 import itertools
 import json
@@ -19,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import checkpoint, cli, distributed, runtime, visual_log  # noqa: E402
+from utils import checkpoint, cli, distributed, evaluation, runtime, visual_log  # noqa: E402
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402  (after utils: it sets the MKL path first)
 
@@ -91,6 +94,22 @@ def gather_means(metrics, world):
     return [float(np.concatenate(per_metric).mean()) for per_metric in zip(*shares)]
 
 
+def validation_episodes(config):
+    """The validation episodes (runner.val_data_dir, decoded once), through the infer reader."""
+    val_config = evaluation.validation_config(config)
+    reader = runtime.import_from_config_dir(config["config_dir"], config["runner"]["infer_reader_path"],
+                                            "runner.infer_reader_path")
+    return val_config, reader.RecDataset.from_config(val_config, "infer")
+
+
+def validate(model_def, model, validation, config, rank, world):
+    """Rows of the validation metrics of the current weights; the model back in training mode."""
+    val_config, dataset = validation
+    rows = evaluation.evaluate_epoch(model_def, model, dataset, val_config, rank, world, say=lambda *a, **k: None)
+    model.train()
+    return rows
+
+
 def train(args):
     config, model_def, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner = config["runner"]
@@ -105,6 +124,7 @@ def train(args):
     reader = runtime.import_from_config_dir(config["config_dir"], runner["train_reader_path"],
                                             "runner.train_reader_path")
     dataset = reader.RecDataset.from_config(config, "train")
+    validation = validation_episodes(config) if runner["val_data_dir"] else None
     model = model_def.create_model(config)
     optimizer = model_def.create_optimizer(model, config)
     network = model_def.network_description(config)
@@ -151,10 +171,20 @@ def train(args):
                 interval_start, interval_losses = time.time(), []
         state = {"epoch": epoch, "iteration": (epoch + 1) * per_epoch, "rng": runtime.rng_states(),
                  "sampler": dataset.get_state(), "model_state": model_def.get_state()}
+        val_rows = validate(model_def, model, validation, config, rank, world) if validation else None
         if rank == 0:
             path = checkpoint.save(save_path, epoch, model, optimizer, state, network)
             checkpoint.prune(save_path, runner["keep_last_checkpoints"])
             print(f"epoch {epoch} done, checkpoint saved to {path}", flush=True)
+            if val_rows:
+                record = {"epoch": epoch, "iteration": (epoch + 1) * per_epoch,
+                          "val": {row["metric"]: row["mean"] for row in val_rows},
+                          "val_ci95": {row["metric"]: row["ci95"] for row in val_rows}}
+                say("validation: " + ", ".join(f"{row['metric']}: {100 * row['mean']:.2f} +- "
+                                              f"{100 * row['ci95']:.2f} %" for row in val_rows), flush=True)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                visual_log.add_validation(visual, record)
 
 
 def main(argv=None):

@@ -10,13 +10,16 @@ learner can use the feature part alone.
 `forward_tasks` runs every task of a meta-batch at once, each with its own
 weights (the training and evaluation path); `forward` is its one-task case.
 """
+import functools
 import math
+
+import numpy as np
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from models.common.layers import (batch_norm_current_batch, fused_batch_norm_current_batch,
+from models.common.layers import (BN_EPSILON, batch_norm_current_batch, fused_batch_norm_current_batch,
                                   max_pool_2x2, same_padding)
 from utils.config import Option, positive
 
@@ -42,6 +45,10 @@ class Conv4(nn.Layer):
                    the spatial mean (the MAML paper's Omniglot network, 28 -> 14 -> 7 -> 4 -> 2 -> mean).
         "maxpool": 3x3 conv, stride 1, padding 1, then 2x2 max-pooling (28 -> 14 -> 7 -> 3 -> 1),
                    then the spatial mean (a no-op at 1x1).
+    bn_scale=False: batch norm with an offset only (the authors' tf.contrib.layers.batch_norm
+    defaults: no bn{i}.weight); bn_epsilon: its epsilon (theirs 1e-3); head_init: "xavier"
+    (uniform) or "normal" (N(0, 1), the authors' classifier weights).
+
     Batch norm uses the statistics of the current batch (the MAML paper's
     setting), in training and evaluation. running_stats=True instead keeps running
     statistics as ordinary batch norm does (the metric learners: current batch and
@@ -50,7 +57,8 @@ class Conv4(nn.Layer):
     """
 
     def __init__(self, n_way=0, in_channels=1, hidden_channels=64, downsample="stride",
-                 activation=F.relu, learned_inner_lr=None, bn_steps=0, running_stats=False):
+                 activation=F.relu, learned_inner_lr=None, bn_steps=0, running_stats=False,
+                 bn_scale=True, bn_epsilon=BN_EPSILON, head_init="xavier"):
         super().__init__()
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
@@ -65,17 +73,21 @@ class Conv4(nn.Layer):
             self._add(f"conv{i}.weight", [hidden_channels, channels, 3, 3], nn.initializer.Uniform(-bound, bound))
             self._add(f"conv{i}.bias", [hidden_channels], nn.initializer.Constant(0.0))
             bn_shape = [bn_steps, hidden_channels] if bn_steps else [hidden_channels]
-            self._add(f"bn{i}.weight", bn_shape, nn.initializer.Constant(1.0))
+            if bn_scale:
+                self._add(f"bn{i}.weight", bn_shape, nn.initializer.Constant(1.0))
             self._add(f"bn{i}.bias", bn_shape, nn.initializer.Constant(0.0))
             channels = hidden_channels
         self.feature_size = channels  # the spatial mean of the last block's channels
-        self.running_stats = running_stats
+        # Paddle's fused batch_norm holds epsilon as a float32 attribute: the twice differentiable
+        # path uses the same rounded value, so both compute one function (1e-3 differs by 5e-11).
+        self.running_stats, self.bn_epsilon = running_stats, float(np.float32(bn_epsilon))
         for i in range(NUM_BLOCKS if running_stats else 0):
             self.register_buffer(f"bn{i}_running_mean", paddle.zeros([hidden_channels]))
             self.register_buffer(f"bn{i}_running_var", paddle.ones([hidden_channels]))
         if n_way:
             bound = math.sqrt(6.0 / (self.feature_size + n_way))
-            self._add("fc.weight", [self.feature_size, n_way], nn.initializer.Uniform(-bound, bound))
+            init = nn.initializer.Normal(0.0, 1.0) if head_init == "normal" else nn.initializer.Uniform(-bound, bound)
+            self._add("fc.weight", [self.feature_size, n_way], init)
             self._add("fc.bias", [n_way], nn.initializer.Constant(0.0))
         self._inner_lr_names = []
         if learned_inner_lr is not None:  # meta-learned with the weights, never adapted
@@ -146,11 +158,12 @@ class Conv4(nn.Layer):
         depthwise convolution, which has no CPU double grad. No convolution then
         sees data, which also keeps clear of Paddle's wrong conv2d double
         gradient for inputs that are not differentiated."""
-        missing = [name for name in self.param_names[:4 * NUM_BLOCKS] if name not in params]
+        missing = [name for name in self.param_names if not name.startswith("fc.") and name not in params]
         if missing:
             raise ValueError(f"the weights lack {', '.join(missing)}")
         tasks, batch = x.shape[0], x.shape[1]
         norm = batch_norm_current_batch if twice_differentiable else fused_batch_norm_current_batch
+        norm = functools.partial(norm, eps=self.bn_epsilon)
         if self.running_stats:
             if twice_differentiable or tasks != 1:
                 raise ValueError("running batch-norm statistics serve one task at a time, once differentiable")
@@ -159,7 +172,12 @@ class Conv4(nn.Layer):
                 norm = self._running_norm(i)
             w = params[f"conv{i}.weight"]
             channels = w.shape[1]
-            scale, shift = self._batch_norm_weights(params[f"bn{i}.weight"], params[f"bn{i}.bias"], bn_step)
+            shift = params[f"bn{i}.bias"]
+            # Without a scale: a unit scale made from the offset. A constant (or any scale whose gradient
+            # is not needed) makes Paddle's fused batch_norm return no gradient for the offset at all
+            # (3.3.1 and 2.6.2; tests/test_net.py keeps a check of it).
+            scale = params[f"bn{i}.weight"] if f"bn{i}.weight" in params else 1.0 + 0.0 * shift
+            scale, shift = self._batch_norm_weights(scale, shift, bn_step)
             # The conv bias is a constant per channel, which the batch norm right after it
             # subtracts again: its exact gradient is zero. Kept as a weight (the authors'
             # network has it) and in the graph at the cost of a [T*C] operation.
@@ -184,7 +202,7 @@ class Conv4(nn.Layer):
         """Block i's batch norm with running statistics (PyTorch's momentum 0.1)."""
         mean, var = getattr(self, f"bn{i}_running_mean"), getattr(self, f"bn{i}_running_var")
         return lambda h, scale, shift: F.batch_norm(h, mean, var, scale, shift, training=self.training,
-                                                    momentum=0.9, epsilon=1e-5)
+                                                    momentum=0.9, epsilon=self.bn_epsilon)
 
     @staticmethod
     def _batch_norm_weights(scale, shift, bn_step):
@@ -221,6 +239,12 @@ NETWORK_OPTIONS = [
     Option("downsample", str, "stride", "stride: stride-2 convs + spatial mean (paper); "
            "maxpool: stride-1 convs + 2x2 max-pool (PaddleRec)", choices=list(DOWNSAMPLE_STYLES)),
     Option("bn_channel", int, 64, "filters per conv layer", (positive, "an integer >= 1")),
+    Option("bn_scale", bool, True, "batch norm with a learned scale; False: an offset only, as the authors' "
+           "tf.contrib.layers.batch_norm defaults (cbfinn/maml)"),
+    Option("bn_epsilon", float, 1e-5, "batch norm's epsilon (the authors' TensorFlow default: 0.001)",
+           (positive, "a number > 0")),
+    Option("fc_init", str, "xavier", "the classifier's initial weights: xavier (uniform), or normal: N(0, 1) as "
+           "the authors' tf.random_normal", choices=["xavier", "normal"]),
     Option("conv_stride", int, 1, "PaddleRec key; `downsample` decides the stride", legacy=True),
     Option("conv_padding", int, 1, "PaddleRec key; `downsample` decides the padding", legacy=True),
     Option("conv_kernal", list, [3, 3], "PaddleRec key; the kernel is 3x3", legacy=True),
@@ -236,7 +260,8 @@ def conv4_from_config(config, with_head=True, **extra):
         raise ValueError(f"config file {config['config_path']}: hyper_parameters.n_way_test = {data['n_way_test']}, "
                          f"but this network's classifier has n_way = {data['n_way']} outputs (set 0)")
     return Conv4(n_way=data["n_way"] if with_head else 0, in_channels=data["image_shape"][0],
-                 hidden_channels=hp["bn_channel"], downsample=hp["downsample"], **extra)
+                 hidden_channels=hp["bn_channel"], downsample=hp["downsample"], bn_scale=hp.get("bn_scale", True),
+                 bn_epsilon=hp.get("bn_epsilon", BN_EPSILON), head_init=hp.get("fc_init", "xavier"), **extra)
 
 
 def conv4_description(config, with_head=True):
@@ -248,4 +273,6 @@ def conv4_description(config, with_head=True):
         description["n_way"] = data["n_way"]
     if data["image_shape"][0] != 1:  # absent from checkpoints made when all data was grey
         description["in_channels"] = data["image_shape"][0]
+    if not hp.get("bn_scale", True):  # likewise: absent from checkpoints made before the option
+        description["bn_scale"] = False
     return description

@@ -75,6 +75,13 @@ RUNNER_OPTIONS = [
            (positive, "an integer >= 1")),
     Option("infer_episodes", int, 600, "test episodes per evaluated epoch", (at_least(2), "an integer >= 2")),
     Option("infer_seed", int, 1234, "seed of the test episode sampler (same episodes for every epoch)"),
+    Option("val_data_dir", str, "", "validation data folder (classes apart from training and test): the "
+           "trainer evaluates val_episodes episodes of it after every epoch; empty: no validation",
+           path=True, empty_path_allowed=True),
+    Option("val_episodes", int, 300, "validation episodes after every epoch (the same ones each time)",
+           (at_least(2), "an integer >= 2")),
+    Option("infer_best_epoch", bool, False, "infer.py evaluates only the epoch of infer_start_epoch .. "
+           "infer_end_epoch - 1 with the best validation result (the model's last metric)"),
     Option("use_fleet", bool, False, "train / evaluate across the processes of paddle.distributed.launch"),
     Option("use_visual", bool, False, "also write the training curve and the test accuracies for "
            "VisualDL (MODEL_SAVE_PATH/visualdl; needs pip install visualdl)"),

@@ -38,3 +38,12 @@ def add_test(writer, iteration, rows):
     for row in rows:
         writer.add_scalar(tag=f"test/{row['metric']}", step=iteration, value=row["mean"])
     writer.flush()
+
+
+def add_validation(writer, record):
+    """One end-of-epoch validation record (trainer.py's train_log.jsonl line with "val")."""
+    if writer is None:
+        return
+    for name, value in record["val"].items():
+        writer.add_scalar(tag=f"val/{name}", step=record["iteration"], value=value)
+    writer.flush()

@@ -48,14 +48,15 @@ class DygraphModel(FewShotModel):
 
     def inner_loop(self, dy_model, config, first_order=False, track=True):
         """The InnerLoop of this config: the learned rates if the network has them,
-        the adapted weights of adapt_layers, minus per-step batch-norm weights
-        (meta-learned only, as in MAML++)."""
+        the adapted weights of adapt_layers, minus the batch-norm weights when they
+        are per-step (MAML++) or adapt_bn is False (the authors'): meta-learned only."""
         hp = config["hyper_parameters"]
         names = dy_model.param_names
         if hp["adapt_layers"] == "head":
             adapted = [n for n in names if n.startswith("fc.")]
         else:
-            adapted = [n for n in names if not (hp["per_step_bn_weights"] and n.startswith("bn"))]
+            fixed_bn = hp["per_step_bn_weights"] or not hp["adapt_bn"]
+            adapted = [n for n in names if not (fixed_bn and n.startswith("bn"))]
         lr = dy_model.inner_lrs() or self.inner_lr(config)
         return InnerLoop(lr, first_order=first_order, adapted=adapted, track=track)
 

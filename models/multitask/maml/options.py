@@ -35,6 +35,8 @@ MODEL_OPTIONS = [
            "tensor and inner step, starting at alpha (steps beyond update_step at test use the last)"),
     Option("per_step_bn_weights", bool, False, "MAML++: one batch-norm scale and bias per inner step, "
            "meta-learned and left out of the inner loop (batch statistics are always the current batch's)"),
+    Option("adapt_bn", bool, True, "the inner loop adapts the batch-norm weights too; False: meta-learned "
+           "only, as the authors' (their batch-norm variables are outside the weights the inner loop updates)"),
     Option("adapt_layers", str, "all", "all: the inner loop adapts every parameter (MAML); head: only "
            "the classifier fc.weight and fc.bias (ANIL, Raghu et al. 2020)", choices=["all", "head"]),
     Option("tasks_per_pass", int, 0, "meta-training tasks that go through the network together (0: the "
