@@ -9,7 +9,7 @@ import pytest
 from models.common.layers import cross_entropy
 from models.multitask.maml.net import MAMLConvNet
 from test_meta_gradient import (ALPHA, STEPS, central_difference_check, first_order_grad, forward, make_batch,
-                                make_config, project_meta_gradient)
+                                make_config, make_net, project_meta_gradient)
 
 
 @pytest.fixture(autouse=True)
@@ -56,11 +56,8 @@ def test_per_step_batch_norm_weights_meta_gradient_matches_directional_differenc
     """MAML++'s per-step batch-norm weights: step k's support forward and the
     query forward after step k + 1 use row k; the inner loop leaves them alone,
     the meta-gradient reaches every row."""
-    paddle.seed(51)
-    net = MAMLConvNet(n_way=3, hidden_channels=6, downsample="maxpool", activation=F.tanh, bn_steps=STEPS)
+    net = make_net("maxpool", seed=51, bn_steps=STEPS)
     rng = np.random.RandomState(52)
-    for p in net.param_list:
-        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
     batch = make_batch(np.random.RandomState(53))
     config = make_config(False, "maxpool")
     config["hyper_parameters"]["per_step_bn_weights"] = True
