@@ -53,6 +53,10 @@ def test_overrides_are_typed():
     ("trainer.epochs=1", r"unknown section 'trainer'"),
     ("epochs", r"expected section\.key=value"),
     ("runner.model_save_path=", r"runner\.model_save_path is empty, expected a path"),
+    ("runner.seed=-1", r"runner\.seed = -1, expected an integer from 0 to 2\*\*32 - 1"),
+    ("runner.infer_seed=1099511627776", r"runner\.infer_seed = 1099511627776, expected an integer from 0"),
+    ("runner.epochs.x=1", r"runner\.epochs is a value, not a section, so runner\.epochs\.x cannot be set"),
+    ("hyper_parameters.base_optimizer.learning_rate=.inf", r"learning_rate = inf, expected a finite number"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as error:
@@ -60,6 +64,11 @@ def test_bad_values_name_the_key(override, message):
     if "section" not in message:
         assert "config.yaml" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_folder_given_as_config_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; expected a YAML file such as"):
+        load(str(tmp_path))
 
 
 def test_missing_file_and_yaml_syntax_error(tmp_path):

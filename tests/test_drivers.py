@@ -215,3 +215,14 @@ def test_validation_after_every_epoch_and_infer_of_the_best_epoch(tmp_path):
     none = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml", "-o", "runner.infer_best_epoch=True",
                 "-o", f"runner.infer_load_path={tmp_path / 'plain'}"] + SMALL, ROOT)
     assert none.returncode == 2 and "holds no validation result" in none.stderr
+
+
+def test_infer_that_evaluates_nothing_fails(tmp_path):
+    where, out = paths(tmp_path)
+    small = SMALL + ["-o", "runner.epochs=1", "-o", "runner.infer_end_epoch=1"]
+    assert run(["tools/trainer.py", "-m", "models/multitask/maml/config.yaml"] + small + where, ROOT).returncode == 0
+    with open(os.path.join(out, "0", "rec.pdparams"), "ab") as f:
+        f.write(b"damage")
+    infer = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml"] + small + where, ROOT)
+    assert infer.returncode == 2 and "is corrupt (checksum mismatch); skipped" in infer.stdout
+    assert infer.stderr.strip().endswith("nothing was evaluated")

@@ -95,6 +95,7 @@ def infer(args):
     results = (read_results(out, settings, say) if rank == 0 else None) or {"settings": settings, "epochs": {}}
     results["config"] = config["config_path"]
     results["train_batches_per_epoch"] = runner["train_batches_per_epoch"]
+    evaluated = []
     for epoch in epochs:
         path = os.path.join(load_path, str(epoch))
         try:
@@ -108,12 +109,16 @@ def infer(args):
         rows = evaluate_epoch(model_def, model, dataset, config, rank, world, say)
         seconds = time.time() - start
         results["epochs"][str(epoch)] = rows
+        evaluated.append(epoch)
         visual_log.add_test(visual, (epoch + 1) * runner["train_batches_per_epoch"], rows)
         say(f"epoch {epoch}: {rows[0]['episodes']} test episodes, {seconds:.1f} s"
             + (f" on {world} processes" if world > 1 else ""))
         for row in rows:
             say(f"  {row['metric']}: {100 * row['mean']:.2f} +- {100 * row['ci95']:.2f} %")
         sys.stdout.flush()
+    if not evaluated:
+        raise ValueError(f"no checkpoint of epochs {epochs[0]}..{epochs[-1]} in {load_path} verifies "
+                         f"(see the warnings above); nothing was evaluated")
     if rank == 0:
         with open(out + ".tmp", "w") as f:
             json.dump(results, f, indent=1)

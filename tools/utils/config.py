@@ -9,6 +9,7 @@ out of range raises ConfigError with one line naming the file and the key.
 Path options are resolved relative to the config file's folder.
 """
 import difflib
+import math
 import os
 
 import yaml
@@ -46,6 +47,9 @@ def at_least(n):
     return lambda v: v >= n
 
 
+SEED_RANGE = (lambda v: 0 <= v < 2 ** 32, "an integer from 0 to 2**32 - 1 (NumPy's seeds)")
+
+
 RUNNER_OPTIONS = [
     Option("train_data_dir", str, REQUIRED, "training data folder, in the reader's format",
            path=True),
@@ -54,7 +58,7 @@ RUNNER_OPTIONS = [
     Option("test_data_dir", str, REQUIRED, "test data folder (classes disjoint from training)", path=True),
     Option("infer_reader_path", str, REQUIRED, "reader module used by infer.py, as train_reader_path"),
     Option("use_gpu", bool, False, "run on GPU 0 if Paddle was built with CUDA (else warn, use CPU)"),
-    Option("seed", int, 2017, "seeds Paddle, NumPy, Python and the training episode sampler"),
+    Option("seed", int, 2017, "seeds Paddle, NumPy, Python and the training episode sampler", SEED_RANGE),
     Option("train_batch_size", int, 32, "tasks per meta-batch", (positive, "an integer >= 1")),
     Option("train_batches_per_epoch", int, 100, "meta-iterations per epoch (a checkpoint per epoch)",
            (positive, "an integer >= 1")),
@@ -74,7 +78,7 @@ RUNNER_OPTIONS = [
     Option("infer_end_epoch", int, 1, "infer.py evaluates epochs infer_start_epoch .. infer_end_epoch - 1",
            (positive, "an integer >= 1")),
     Option("infer_episodes", int, 600, "test episodes per evaluated epoch", (at_least(2), "an integer >= 2")),
-    Option("infer_seed", int, 1234, "seed of the test episode sampler (same episodes for every epoch)"),
+    Option("infer_seed", int, 1234, "seed of the test episode sampler (same episodes for every epoch)", SEED_RANGE),
     Option("val_data_dir", str, "", "validation data folder (classes apart from training and test): the "
            "trainer evaluates val_episodes episodes of it after every epoch; empty: no validation",
            path=True, empty_path_allowed=True),
@@ -115,10 +119,13 @@ def _flatten(tree, prefix=""):
     return flat
 
 
-def _set_nested(tree, dotted, value):
+def _set_nested(tree, dotted, value, where=None):
     *parents, leaf = dotted.split(".")
-    for p in parents:
+    for i, p in enumerate(parents):
         tree = tree.setdefault(p, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{where or 'override'}: {'.'.join(parents[:i + 1])} is a value, not a section, "
+                              f"so {dotted} cannot be set")
     tree[leaf] = value
 
 
@@ -138,6 +145,8 @@ def parse_override(text):
 
 
 def read_yaml(path):
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a directory; expected a YAML file such as {path}/config.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} not found")
     try:
@@ -168,7 +177,7 @@ def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
     tree = read_yaml(path)
     for text in overrides:
         key, value = parse_override(text)
-        _set_nested(tree, key, value)
+        _set_nested(tree, key, value, where=f"override {text!r}")
     sections = {"runner": RUNNER_OPTIONS, "hyper_parameters": hyper_parameter_options}
     unknown_sections = set(tree) - set(sections)
     if unknown_sections:
@@ -222,6 +231,8 @@ def _validate_section(path, section, given, options, warn):
                                   f"{type(value).__name__}, expected {option.type.__name__}")
             if option.type is float:
                 value = float(value)
+                if not math.isfinite(value):
+                    raise ConfigError(f"config file {path}: {full} = {value!r}, expected a finite number")
             if option.choices is not None and value not in option.choices:
                 raise ConfigError(f"config file {path}: {full} = {value!r}, expected one of "
                                   f"{', '.join(map(str, option.choices))}")
