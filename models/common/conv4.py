@@ -59,9 +59,7 @@ class Conv4(nn.Layer):
     def __init__(self, n_way=0, in_channels=1, hidden_channels=64, downsample="stride",
                  activation=F.relu, learned_inner_lr=None, bn_steps=0, running_stats=False,
                  bn_scale=True, bn_epsilon=BN_EPSILON, head_init="xavier"):
-        # Paddle names parameters after the layer's name scope, and Adam's saved state is keyed
-        # by those names: "maml_conv_net" (what Paddle made of MAMLConvNet) keeps checkpoints made before this class was renamed resumable.
-        super().__init__(name_scope="maml_conv_net")
+        super().__init__()
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
         self.n_way, self.downsample = n_way, downsample

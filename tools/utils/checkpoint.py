@@ -122,9 +122,11 @@ def check_network(path, meta, network):
 
 def load(path, model, optimizer=None):
     """Load verified checkpoint PATH into MODEL (and OPTIMIZER); returns trainer_state."""
-    model.set_state_dict(paddle.load(os.path.join(path, "rec.pdparams")))
+    params = paddle.load(os.path.join(path, "rec.pdparams"))
+    model.set_state_dict(params)
     if optimizer is not None:
-        optimizer.set_state_dict(paddle.load(os.path.join(path, "rec.pdopt")))
+        optimizer.set_state_dict(_renamed_optimizer_state(paddle.load(os.path.join(path, "rec.pdopt")),
+                                                          params, model))
     with open(os.path.join(path, "trainer_state.pkl"), "rb") as f:
         return pickle.load(f)
 
@@ -135,3 +137,20 @@ def prune(root, keep_last):
         return
     for epoch in epochs_in(root)[:-keep_last]:
         shutil.rmtree(os.path.join(root, str(epoch)), ignore_errors=True)
+
+
+def _renamed_optimizer_state(state, saved_params, model):
+    """STATE with its accumulators renamed to MODEL's parameter names. Paddle keys an
+    optimizer's state by the internal parameter names ("<layer>_<n>.w_<k>_moment1_0"),
+    which depend on the layer's class name and on how many layers the process made
+    before; the saved model tensors keep their names, so they map old to new."""
+    current = model.state_dict()
+    renames = {tensor.name: current[key].name for key, tensor in saved_params.items()
+               if key in current and getattr(tensor, "name", None) and tensor.name != current[key].name}
+    if not renames:
+        return state
+    renamed = {}
+    for key, value in state.items():
+        old = next((name for name in renames if key.startswith(name + "_")), None)
+        renamed[renames[old] + key[len(old):] if old else key] = value
+    return renamed
