@@ -102,7 +102,7 @@ def validation_episodes(config):
     return val_config, reader.RecDataset.from_config(val_config, "infer")
 
 
-def validate(model_def, model, validation, config, rank, world):
+def validate(model_def, model, validation, rank, world):
     """Rows of the validation metrics of the current weights; the model back in training mode."""
     val_config, dataset = validation
     rows = evaluation.evaluate_epoch(model_def, model, dataset, val_config, rank, world, say=lambda *a, **k: None)
@@ -171,7 +171,7 @@ def train(args):
                 interval_start, interval_losses = time.time(), []
         state = {"epoch": epoch, "iteration": (epoch + 1) * per_epoch, "rng": runtime.rng_states(),
                  "sampler": dataset.get_state(), "model_state": model_def.get_state()}
-        val_rows = validate(model_def, model, validation, config, rank, world) if validation else None
+        val_rows = validate(model_def, model, validation, rank, world) if validation else None
         if rank == 0:
             path = checkpoint.save(save_path, epoch, model, optimizer, state, network)
             checkpoint.prune(save_path, runner["keep_last_checkpoints"])
