@@ -123,3 +123,22 @@ def test_resnet12_features_and_downsampling():
     features = net.features(paddle.to_tensor(np.random.RandomState(5).rand(2, 3, 84, 84).astype("float32")))
     assert features.shape == [2, 16] and net.feature_size == 16
     assert net.blocks[0].conv1.weight.shape == [4, 3, 3, 3] and net.blocks[0].shortcut[0].weight.shape == [4, 3, 1, 1]
+
+
+def test_labelled_images_visit_every_image_per_pass_and_resume_mid_pass():
+    import itertools
+
+    from models.common.images import LabelledImages
+
+    classes = [np.full((3, 4, 4), c, dtype=np.uint8) + np.arange(3, dtype=np.uint8)[:, None, None] * 50
+               for c in range(5)]
+    data = LabelledImages(classes, seed=3)
+    stream = iter(data)
+    first_pass = [(int(label), int(round(image[0, 0, 0] * 255)) // 50) for image, label in itertools.islice(stream, 15)]
+    assert sorted(first_pass) == [(c, i) for c in range(5) for i in range(3)]  # every image once
+    list(itertools.islice(stream, 7))  # into the second pass
+    state = data.get_state()
+    rest = [int(label) for _, label in itertools.islice(stream, 12)]
+    resumed = LabelledImages(classes, seed=99)
+    resumed.set_state(state)
+    assert [int(label) for _, label in itertools.islice(iter(resumed), 12)] == rest
