@@ -23,7 +23,7 @@ from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # no
 from models.common.metric_model import CentroidModel  # noqa: E402
 from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones  # noqa: E402
 from models.multitask.classifier_baseline.net import Classifier  # noqa: E402
-from utils.metrics import EpisodeAccuracy, accuracy  # noqa: E402
+from utils.metrics import accuracy  # noqa: E402
 
 HYPER_PARAMETER_OPTIONS = SGD_OPTIONS + BACKBONE_OPTIONS
 
@@ -39,10 +39,6 @@ class DygraphModel(CentroidModel):
 
     def create_optimizer(self, model, config):
         return sgd_with_milestones(model, config)
-
-    def create_metrics(self, config, mode="train"):
-        """Training: the accuracy over all training classes of each batch; infer: each episode's."""
-        return [EpisodeAccuracy("acc")], ["acc"]
 
     def train_forward(self, model, metrics_list, batch_data, config):
         images, labels = zip(*batch_data)
