@@ -29,7 +29,7 @@ def make_config(tasks):
     return {"runner": {"epochs": 1, "train_batches_per_epoch": 10},
             "data": {"n_way": 3, "image_shape": [1, 16, 16]},
             "hyper_parameters": {"update_step": STEPS, "inner_batch_size": INNER_BATCH,
-                                 "base_optimizer": {"learning_rate": ALPHA},
+                                 "base_optimizer": {"class": "SGD", "learning_rate": ALPHA},
                                  "meta_optimizer": {"learning_rate": EPSILON, "final_learning_rate": 0.0}}}
 
 
@@ -118,3 +118,72 @@ def test_reptile_owns_its_generator_and_checkpoints_it():
     other.create_model(dict(config, runner=dict(config["runner"], seed=8)))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, reptile.minibatch_indices(9, INNER_BATCH, STEPS, other.rng)))
+
+
+def reference_adam(net, theta, episode, batches, v, t, lr=ALPHA, beta2=0.999, eps=1e-8):
+    """TensorFlow's Adam with beta1 = 0 (the authors' inner optimizer) in numpy on
+    the primitives' gradients; V and T (the running state) are updated in place."""
+    xs, ys, xq, yq = episode
+    x, y = np.concatenate([xs, xq]), np.concatenate([ys, yq])
+    params = theta
+    for idx in batches:
+        pt = [paddle.to_tensor(p, stop_gradient=False) for p in params]
+        loss = cross_entropy(net(paddle.to_tensor(x[idx]), dict(zip(net.param_names, pt))), paddle.to_tensor(y[idx]))
+        grads = [g.numpy() for g in paddle.grad(loss, pt)]
+        t[0] += 1
+        for i, g in enumerate(grads):
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+        params = [p - lr * np.sqrt(1 - beta2 ** t[0]) * g / (np.sqrt(vi) + eps)
+                  for p, g, vi in zip(params, grads, v)]
+    return params
+
+
+def test_the_authors_inner_adam_runs_on_through_tasks_and_is_only_read_at_test():
+    from models.common.inner_loop import AdamState
+
+    paddle.seed(3)
+    net = Conv4(n_way=3, hidden_channels=5, activation=F.tanh)
+    net.inner_adam = AdamState(net.weights())
+    rng = np.random.RandomState(4)
+    for p in net.param_list:
+        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
+    theta = [p.numpy().copy() for p in net.param_list]
+    batch = make_batch(rng, 3)
+    config = make_config(3)
+    config["hyper_parameters"]["base_optimizer"]["class"] = "Adam"
+    model_def = reptile.DygraphModel()
+    optimizer = model_def.create_optimizer(net, config)
+    metrics, _ = model_def.create_metrics(config)
+    model_def.rng = np.random.RandomState(5)
+    loss, _, _ = model_def.train_forward(net, metrics, batch, config)
+    loss.backward()
+    optimizer.step()
+
+    rng = np.random.RandomState(5)
+    v, t = [np.zeros_like(p) for p in theta], [0]
+    phis = [reference_adam(net, theta, episode, reptile.minibatch_indices(9, INNER_BATCH, STEPS, rng), v, t)
+            for episode in batch]  # one state through the three tasks, in order
+    for i, p in enumerate(net.param_list):
+        expected = theta[i] + EPSILON * (np.mean([phi[i] for phi in phis], axis=0) - theta[i])
+        assert np.abs(p.numpy() - expected).max() < 1e-8, net.param_names[i]
+        assert np.abs(net.inner_adam.v(net.param_names[i]).numpy() - v[i]).max() < 1e-12
+    assert float(net.inner_adam.step) == t[0] == 3 * STEPS
+
+    # At test every episode starts from the saved state, which stays as it was.
+    saved_v = [net.inner_adam.v(n).numpy().copy() for n in net.param_names]
+    theta = [p.numpy().copy() for p in net.param_list]
+    episodes = make_batch(np.random.RandomState(6), 2)
+    loop = reptile.inner_loop(net, config, training=False)
+    adapted = reptile.inner_adapt(net, net.weights(), paddle.to_tensor(episodes[1][0]),
+                                  paddle.to_tensor(episodes[1][1]), [np.arange(3)] * 2, loop)
+    expected = reference_adam(net, theta, (episodes[1][0], episodes[1][1], episodes[1][0][:0], episodes[1][1][:0]),
+                              [np.arange(3)] * 2, [x.copy() for x in saved_v], [t[0]])
+    for i, name in enumerate(net.param_names):
+        assert np.abs(adapted[name].numpy() - expected[i]).max() < 1e-8, name
+        assert np.array_equal(net.inner_adam.v(name).numpy(), saved_v[i])
+    assert float(net.inner_adam.step) == 3 * STEPS
+    config["hyper_parameters"]["update_step_test"] = 2
+    metrics, _ = model_def.create_metrics(config, "infer")
+    model_def.infer_forward(net, metrics, episodes, config)
+    assert float(net.inner_adam.step) == 3 * STEPS
+    assert all(len(m.values()) == 2 for m in metrics)

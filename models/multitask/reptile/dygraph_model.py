@@ -1,8 +1,8 @@
 """Reptile (Nichol, Achiam, Schulman 2018, "On First-Order Meta-Learning
 Algorithms") in PaddleRec's DygraphModel interface.
 
-For every task t of a meta-batch, `update_step` SGD steps on minibatches of the
-task's training images move the meta-parameters theta to phi_t; the meta-update
+For every task t of a meta-batch, `update_step` steps of the inner optimizer
+(SGD, or the authors' Adam with beta1 = 0) on minibatches of the task's training images move the meta-parameters theta to phi_t; the meta-update
 is then
     theta <- theta + epsilon * mean_t (phi_t - theta)
 (serial Reptile: a meta-batch of one task; batched Reptile: several), with
@@ -27,7 +27,7 @@ sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.p
 from models.common.adaptation import evaluate_adaptation, step_metrics  # noqa: E402
 from models.common.conv4 import NETWORK_OPTIONS, conv4_description, conv4_from_config  # noqa: E402
 from models.common.fewshot_model import FewShotModel  # noqa: E402
-from models.common.inner_loop import InnerLoop  # noqa: E402
+from models.common.inner_loop import AdamState, InnerAdam, InnerLoop  # noqa: E402
 from models.common.layers import cross_entropy  # noqa: E402
 from utils.config import Option, at_least, positive  # noqa: E402
 from utils.metrics import accuracy  # noqa: E402
@@ -39,8 +39,10 @@ HYPER_PARAMETER_OPTIONS = [
            (positive, "a number > 0")),
     Option("meta_optimizer.final_learning_rate", float, 0.0, "epsilon at the end; annealed linearly",
            (at_least(0), "a number >= 0")),
-    Option("base_optimizer.class", str, "SGD", "inner-loop optimizer", choices=["SGD"]),
-    Option("base_optimizer.learning_rate", float, 0.1, "inner-loop SGD step size, in training and at test",
+    Option("base_optimizer.class", str, "SGD", "inner-loop optimizer: SGD, or Adam with beta1 = 0 whose "
+           "second moments run on through training and start every test episode (the authors')",
+           choices=["SGD", "Adam"]),
+    Option("base_optimizer.learning_rate", float, 0.1, "inner-loop step size, in training and at test",
            (positive, "a number > 0")),
     Option("inner_batch_size", int, 10, "images per inner minibatch in training (drawn without "
            "replacement from the task's shuffled images, reshuffled when used up)",
@@ -59,11 +61,10 @@ def minibatch_indices(num_images, batch_size, steps, rng):
     return [order[s * batch_size: (s + 1) * batch_size] for s in range(steps)]
 
 
-def inner_sgd(model, weights, x, y, batches, lr, metrics_list=None):
-    """SGD from WEIGHTS (a dict) on the minibatches x[idx], y[idx] for idx in
-    BATCHES (no graph kept). metrics_list[k] receives minibatch k's accuracy
+def inner_adapt(model, weights, x, y, batches, loop, metrics_list=None):
+    """LOOP's steps (track=False) from WEIGHTS (a dict) on the minibatches x[idx],
+    y[idx] for idx in BATCHES. metrics_list[k] receives minibatch k's accuracy
     before step k. Returns the final weights, detached."""
-    loop = InnerLoop(lr, track=False)
     fast = loop.task_copies(weights, 1)
     for k, idx in enumerate(batches):
         idx = paddle.to_tensor(idx)
@@ -73,6 +74,16 @@ def inner_sgd(model, weights, x, y, batches, lr, metrics_list=None):
         if metrics_list is not None:
             metrics_list[k].update(accuracy(logits.detach(), yb))
     return {name: w[0] for name, w in fast.items()}
+
+
+def inner_loop(model, config, training):
+    """The inner loop of the config's base_optimizer: SGD, or InnerAdam on the
+    model's AdamState (written on in training, only read at test)."""
+    base = config["hyper_parameters"]["base_optimizer"]
+    rule = InnerAdam(model.inner_adam, persist=training) if base["class"] == "Adam" else None
+    if rule is None:
+        return InnerLoop(base["learning_rate"], track=False)
+    return InnerLoop(base["learning_rate"], track=False, update_rule=rule)
 
 
 class DygraphModel(FewShotModel):
@@ -91,10 +102,16 @@ class DygraphModel(FewShotModel):
 
     def create_model(self, config):
         self.rng = np.random.RandomState([config["runner"]["seed"], 1])  # a stream apart from the sampler's
-        return conv4_from_config(config)
+        net = conv4_from_config(config)
+        if config["hyper_parameters"]["base_optimizer"]["class"] == "Adam":
+            net.inner_adam = AdamState(net.weights())  # buffers: saved and loaded with the weights
+        return net
 
     def network_description(self, config):
-        return conv4_description(config)
+        description = conv4_description(config)
+        if config["hyper_parameters"]["base_optimizer"]["class"] != "SGD":  # absent from older checkpoints
+            description["inner_optimizer"] = config["hyper_parameters"]["base_optimizer"]["class"]
+        return description
 
     def create_metrics(self, config, mode="train"):
         """Training: the accuracy on the k-th inner minibatch before its step, and
@@ -119,12 +136,12 @@ class DygraphModel(FewShotModel):
         xs, ys, xq, yq = self.create_feeds(batch_data, config)
         x, y = paddle.concat([xs, xq], axis=1), paddle.concat([ys, yq], axis=1)
         theta = dy_model.weights()
-        lr, steps = hp["base_optimizer"]["learning_rate"], hp["update_step"]
+        loop, steps = inner_loop(dy_model, config, training=True), hp["update_step"]
         phi_sum = {name: paddle.zeros_like(w) for name, w in theta.items()}
         adapted_losses = []
         for t in range(x.shape[0]):
             batches = minibatch_indices(x.shape[1], hp["inner_batch_size"], steps, self.rng)
-            phi = inner_sgd(dy_model, theta, x[t], y[t], batches, lr, metrics_list)
+            phi = inner_adapt(dy_model, theta, x[t], y[t], batches, loop, metrics_list)
             phi_sum = {name: s + phi[name].detach() for name, s in phi_sum.items()}
             with paddle.no_grad():
                 logits = dy_model(x[t], phi, twice_differentiable=False)
@@ -137,9 +154,10 @@ class DygraphModel(FewShotModel):
         return loss, metrics_list, {"loss": loss}
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
-        """Full-batch SGD on each test task's support set for update_step_test
-        steps; metrics_list[k] receives the query accuracy after k steps."""
-        loop = InnerLoop(config["hyper_parameters"]["base_optimizer"]["learning_rate"], track=False)
+        """Full-batch steps of the inner optimizer on each test task's support set
+        for update_step_test steps; metrics_list[k] receives the query accuracy
+        after k steps."""
+        loop = inner_loop(dy_model, config, training=False)
         evaluate_adaptation(dy_model, loop, self.create_feeds(batch_data, config),
                             config["hyper_parameters"]["update_step_test"], metrics_list)
         return metrics_list, {}
