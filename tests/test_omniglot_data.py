@@ -47,6 +47,39 @@ def test_prepares_every_character_in_the_paper_and_lake_splits(prepared):
 
 
 @needs_data
+def test_nearest_arrays_are_the_authors_binary_drawings(prepared):
+    """images_nearest.npy holds what the MAML authors' resize gives: PIL's resize of
+    the 1-bit PNGs (checked against PIL itself where it is installed)."""
+    import zipfile
+
+    nearest = np.load(prepared / "lake" / "train" / "images_nearest.npy")
+    area = np.load(prepared / "lake" / "train" / "images.npy")
+    assert nearest.shape == area.shape
+    assert set(np.unique(nearest)) == {0, 255} and len(np.unique(area)) > 2
+    Image = pytest.importorskip("PIL.Image")
+    with zipfile.ZipFile(os.path.join(SHARED_OMNIGLOT, "images_background.zip")) as archive:
+        alphabet = sorted({n.split("/")[1] for n in archive.namelist() if n.endswith(".png")})[0]
+        character = sorted({n.split("/")[2] for n in archive.namelist()
+                            if n.endswith(".png") and n.split("/")[1] == alphabet})[0]
+        members = sorted(n for n in archive.namelist() if n.endswith(".png")
+                         and n.split("/")[1:3] == [alphabet, character])
+        for j, member in enumerate(members):
+            image = Image.open(archive.open(member))
+            authors = np.array(image.resize((28, 28), resample=Image.LANCZOS).convert("L"))
+            assert np.array_equal(255 - authors, nearest[0, j]), member  # lake/train is sorted by id
+
+
+def test_an_older_preparation_is_rebuilt(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "datasets", "omniglot"))
+    import prepare
+
+    (tmp_path / "READY").write_text('{"sha256": {}}')  # format 1: no images_nearest.npy
+    assert not prepare.ready(str(tmp_path))
+    (tmp_path / "READY").write_text('{"format": %d, "sha256": {}}' % prepare.FORMAT)
+    assert prepare.ready(str(tmp_path))
+
+
+@needs_data
 def test_second_run_is_a_no_op(prepared):
     before = {p: os.stat(p).st_mtime_ns for p in prepared.rglob("*")}
     result = run_sh(SHARED_OMNIGLOT, prepared)

@@ -88,3 +88,11 @@ def test_task_rotation_turns_a_whole_episode_by_one_multiple_of_90_degrees(chara
         assert len(turns) == 1 and np.array_equal(np.rot90(qx, turns[0], axes=(2, 3)), tqx)
         seen.add(turns[0])
     assert seen == {0, 1, 2, 3}
+
+
+def test_nearest_resize_keeps_the_drawings_binary():
+    area = OmniglotCharacters(TRAIN, 28, 20)
+    nearest = OmniglotCharacters(TRAIN, 28, 20, resize="nearest")
+    assert set(np.unique(np.concatenate(nearest.images))) == {0, 255}
+    assert len(np.unique(np.concatenate(area.images))) > 2
+    assert all(a.shape == b.shape for a, b in zip(area.images, nearest.images))

@@ -9,8 +9,10 @@ writes, under --out (default datasets/omniglot/data):
     paper/{train,val,test}/  the MAML paper's split (1100 / 100 / 423 characters,
                              fixed lists in splits/paper_*.txt)
     lake/{train,test}/       Lake et al.'s background / evaluation split (964 / 659)
-each holding images.npy [characters, 20, 28, 28] and characters.txt, and READY
-(the SHA-256 of every file). Everything is built in a temporary folder that is
+each holding images.npy [characters, 20, 28, 28] (area interpolation: grey
+levels at the stroke edges), images_nearest.npy (the same drawings resized with
+nearest neighbour: binary, what the MAML authors' PIL resize of the 1-bit PNGs
+gives) and characters.txt, and READY (format version and the SHA-256 of every file). Everything is built in a temporary folder that is
 renamed into place at the end, so an interrupted run never leaves data that
 looks complete; a second run verifies READY and does nothing.
 """
@@ -37,6 +39,8 @@ URL = os.environ.get("OMNIGLOT_URL",
 DRAWINGS = 20
 IMGSIZE = 28
 PAPER_SPLIT = {"train": 1100, "val": 100, "test": 423}  # 1200 meta-training = train + val
+FORMAT = 2  # 2: images_nearest.npy added; an older preparation is rebuilt
+ARRAYS = {"images.npy": "INTER_AREA", "images_nearest.npy": "INTER_NEAREST_EXACT"}
 
 
 class PrepareError(Exception):
@@ -112,12 +116,15 @@ def fetch(name, source_dir, work):
 
 
 def decode(zip_path):
-    """(ids, uint8 [characters, 20, 28, 28]) of one archive, sorted by id."""
+    """(ids, {array file: uint8 [characters, 20, 28, 28]}) of one archive, sorted by
+    id: each drawing resized with each interpolation of ARRAYS. INTER_NEAREST_EXACT
+    equals PIL's resize of these 1-bit PNGs (Pillow resamples mode "1" images with
+    NEAREST whatever is asked, so the authors' LANCZOS resize is nearest in effect)."""
     import cv2
 
     characters = character_pngs(zip_path)
     ids = sorted(characters)
-    images = np.zeros([len(ids), DRAWINGS, IMGSIZE, IMGSIZE], dtype="uint8")
+    arrays = {name: np.zeros([len(ids), DRAWINGS, IMGSIZE, IMGSIZE], dtype="uint8") for name in ARRAYS}
     with zipfile.ZipFile(zip_path) as archive:
         for i, cid in enumerate(ids):
             for j, member in enumerate(sorted(characters[cid])[:DRAWINGS]):
@@ -125,8 +132,10 @@ def decode(zip_path):
                 image = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
                 if image is None:
                     raise PrepareError(f"{zip_path}: {member} is not a readable PNG")
-                images[i, j] = 255 - cv2.resize(image, (IMGSIZE, IMGSIZE), interpolation=cv2.INTER_AREA)
-    return ids, images
+                for name, interpolation in ARRAYS.items():
+                    arrays[name][i, j] = 255 - cv2.resize(image, (IMGSIZE, IMGSIZE),
+                                                          interpolation=getattr(cv2, interpolation))
+    return ids, arrays
 
 
 def paper_split(all_ids):
@@ -144,9 +153,10 @@ def read_split_file(split):
         return [line.strip() for line in f if line.strip()]
 
 
-def write_split(folder, ids, index, images):
+def write_split(folder, ids, index, arrays):
     os.makedirs(folder)
-    np.save(os.path.join(folder, "images.npy"), images[[index[c] for c in ids]])
+    for name, images in arrays.items():
+        np.save(os.path.join(folder, name), images[[index[c] for c in ids]])
     with open(os.path.join(folder, "characters.txt"), "w") as f:
         f.write("\n".join(ids) + "\n")
 
@@ -155,7 +165,10 @@ def ready(out):
     """True if OUT holds a complete, verified preparation."""
     try:
         with open(os.path.join(out, "READY")) as f:
-            listed = json.load(f)["sha256"]
+            ready_file = json.load(f)
+        listed = ready_file["sha256"]
+        if ready_file.get("format") != FORMAT:
+            return False
         return all(file_hash(os.path.join(out, rel), "sha256") == digest for rel, digest in listed.items())
     except (OSError, ValueError, KeyError):
         return False
@@ -193,15 +206,15 @@ def prepare(source_dir, out):
 
 def build(source_dir, work):
     """Fetch, verify, decode and write every split into WORK, READY last."""
-    ids, images, origin = [], [], {}
+    ids, decoded, origin = [], [], {}
     for name in ZIPS:
         zip_path = fetch(name, source_dir, work)
-        zip_ids, zip_images = decode(zip_path)
+        zip_ids, zip_arrays = decode(zip_path)
         origin[name] = zip_ids
         ids += zip_ids
-        images.append(zip_images)
+        decoded.append(zip_arrays)
         os.remove(zip_path)
-    images = np.concatenate(images)
+    arrays = {name: np.concatenate([d[name] for d in decoded]) for name in ARRAYS}
     index = {cid: i for i, cid in enumerate(ids)}
     splits = {f"paper/{s}": read_split_file(s) for s in PAPER_SPLIT}
     if sorted(sum(splits.values(), [])) != sorted(ids):
@@ -209,13 +222,13 @@ def build(source_dir, work):
     splits["lake/train"] = origin["images_background.zip"]
     splits["lake/test"] = origin["images_evaluation.zip"]
     for rel, split_ids in splits.items():
-        write_split(os.path.join(work, rel), split_ids, index, images)
+        write_split(os.path.join(work, rel), split_ids, index, arrays)
     digests = {}
     for rel in splits:
-        for name in ("images.npy", "characters.txt"):
+        for name in list(ARRAYS) + ["characters.txt"]:
             digests[f"{rel}/{name}"] = file_hash(os.path.join(work, rel, name), "sha256")
     with open(os.path.join(work, "READY"), "w") as f:
-        json.dump({"characters": len(ids), "imgsize": IMGSIZE,
+        json.dump({"format": FORMAT, "characters": len(ids), "imgsize": IMGSIZE,
                    "counts": {rel: len(v) for rel, v in splits.items()}, "sha256": digests}, f, indent=1)
 
 
