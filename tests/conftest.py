@@ -27,11 +27,15 @@ def load_model_config(overrides=(), path=os.path.join(MODEL_DIR, "config.yaml"))
 def quick_run_overrides(config_path, classes):
     """What a short test run of a shipped config needs besides smaller sizes: a
     Meta-Baseline config starts from scratch (its pretrained encoder is another
-    run's output), and training episodes of at most CLASSES classes."""
+    run's output), training episodes of at most CLASSES classes, and each epoch
+    evaluated on its own (an ensemble of the best epochs needs several)."""
     import yaml
 
-    hp = yaml.safe_load(open(config_path))["hyper_parameters"]
+    config = yaml.safe_load(open(config_path))
+    hp = config["hyper_parameters"]
     overrides = []
+    if config["runner"].get("infer_ensemble_top"):  # one epoch: no ensemble (tested in test_drivers)
+        overrides += ["-o", "runner.infer_ensemble_top=0"]
     if "pretrained_encoder_path" in hp:
         overrides += ["-o", "hyper_parameters.pretrained_encoder_path="]
     if hp.get("n_way", 0) > classes:

@@ -209,6 +209,23 @@ def test_validation_after_every_epoch_and_infer_of_the_best_epoch(tmp_path):
     assert infer.returncode == 0, infer.stderr
     assert f"epoch {best} has the best validation result" in infer.stdout
     assert f"epoch {best}: 12 test episodes" in infer.stdout and f"epoch {1 - best}:" not in infer.stdout
+    # MAML++'s protocol: the logits of the top epochs averaged per episode. An ensemble of one
+    # is that epoch's own accuracy after the last step, on the same episodes.
+    alone = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml", "-o", "runner.infer_ensemble_top=1"]
+                + SMALL + where, ROOT)
+    assert alone.returncode == 0, alone.stderr
+    single = re.search(r"acc_step3: ([\d.]+) \+- ([\d.]+) %", infer.stdout).groups()
+    assert re.search(r"acc_ensemble_of_1: ([\d.]+) \+- ([\d.]+) %", alone.stdout).groups() == single
+    both = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml", "-o", "runner.infer_ensemble_top=2"]
+               + SMALL + where, ROOT)
+    assert both.returncode == 0, both.stderr
+    assert f"the 2 epochs with the best validation results: {best}, {1 - best}" in both.stdout
+    assert re.search(r"acc_ensemble_of_2: [\d.]+ \+- [\d.]+ %", both.stdout)
+    saved = json.load(open(os.path.join(out, "infer_results.json")))
+    assert list(saved["ensembles"]) == [f"{best},{1 - best}"] or len(saved["ensembles"]) == 2
+    three = run(["tools/infer.py", "-m", "models/multitask/maml/config.yaml", "-o", "runner.infer_ensemble_top=3"]
+                + SMALL + where, ROOT)
+    assert three.returncode == 2 and "has validation results for 2 epochs" in three.stderr
     plain = run(["tools/trainer.py", "-m", "models/multitask/maml/config.yaml"] + SMALL +
                 ["-o", f"runner.model_save_path={tmp_path / 'plain'}"], ROOT)
     assert plain.returncode == 0 and "validation:" not in plain.stdout

@@ -214,6 +214,10 @@ def test_multi_step_loss_meta_gradient_matches_directional_differences():
     theta = [p.numpy() for p in net.param_list]
     assert abs(meta_objective(net, batch, theta, weights) - loss) < 1e-12
     directional_check(net, batch, ours, weights, seed=23)
+    # After its multi_step_loss_epochs (4 here) MAML++ trains on the last step's loss alone.
+    after, _ = project_meta_gradient(net, batch, config, epoch=4)
+    last_only, _ = project_meta_gradient(net, batch, make_config(False, "stride"), epoch=4)
+    assert relative_error(after, last_only) == 0
 
 
 def test_derivative_order_annealing_is_first_order_then_second():

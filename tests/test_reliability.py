@@ -165,7 +165,7 @@ def first_character(data):
     (lambda d: (first_character(d) / "0000_99.png").write_bytes(b"not a png") and
      first_character(d) / "0000_99.png", "{} cannot be read as an image"),
     (lambda d: [os.remove(p) for p in sorted(first_character(d).iterdir())[:18]] and first_character(d),
-     "{} has 2 images, fewer than k_spt + k_query = 3"),
+     "runner.train_data_dir: {} has 2 images, fewer than the 3 (shots + queries)"),
 ])
 def test_bad_data_is_one_line_naming_the_path(tmp_path, mutate, message):
     data, target = make_data(tmp_path, mutate)
@@ -179,7 +179,8 @@ def test_bad_data_is_one_line_naming_the_path(tmp_path, mutate, message):
 
 def test_fewer_classes_than_n_way(tmp_path):
     result = trainer(tmp_path / "out", "-o", "hyper_parameters.n_way=41", "-o", "runner.epochs=1")
-    assert result.returncode == 2 and "has 40 classes, fewer than n_way = 41" in result.stderr
+    assert result.returncode == 2 and "runner.train_data_dir: " in result.stderr
+    assert "has 40 classes (40 characters x 1 rotations), fewer than the 41 ways of an episode" in result.stderr
 
 
 def test_the_committed_run_resumes_with_its_optimizer_state():

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from utils import checkpoint, cli, distributed, runtime, visual_log  # noqa: E402
-from utils.evaluation import best_epoch, evaluate_epoch  # noqa: E402
+from utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs  # noqa: E402
 
 def read_results(path, settings, say=print):
     """Earlier results in PATH made with the same settings (their epochs are
@@ -40,21 +40,26 @@ def read_results(path, settings, say=print):
     return None
 
 
-def select_best(load_path, epochs, say):
-    """[the epoch of EPOCHS with the best validation record in LOAD_PATH/train_log.jsonl]."""
+def select_by_validation(load_path, epochs, n, key, say):
+    """The N epochs of EPOCHS with the best validation records in
+    LOAD_PATH/train_log.jsonl, best first (KEY names the setting asking)."""
     log_path = os.path.join(load_path, "train_log.jsonl")
     try:
         with open(log_path) as f:
             records = [json.loads(line) for line in f if line.strip()]
     except OSError:
         records = []
-    best = best_epoch([r for r in records if r.get("epoch") in epochs])
-    if best is None:
-        raise ValueError(f"runner.infer_best_epoch: {log_path} holds no validation result for epochs "
+    chosen = top_epochs([r for r in records if r.get("epoch") in epochs], n)
+    if not chosen:
+        raise ValueError(f"{key}: {log_path} holds no validation result for epochs "
                          f"{epochs[0] if epochs else '-'}..{epochs[-1] if epochs else '-'}; train with "
                          f"runner.val_data_dir set")
-    say(f"epoch {best} has the best validation result")
-    return [best]
+    if len(chosen) < n:
+        raise ValueError(f"{key} = {n}: {log_path} has validation results for {len(chosen)} epochs of "
+                         f"{epochs[0]}..{epochs[-1]} only")
+    say(f"epoch {chosen[0]} has the best validation result" if n == 1 else
+        f"the {n} epochs with the best validation results: {', '.join(map(str, chosen))}")
+    return chosen
 
 
 def evaluation_settings(config):
@@ -79,8 +84,11 @@ def infer(args):
         raise ValueError(f"config file {config['config_path']}: runner.infer_end_epoch = {end} must be "
                          f"greater than runner.infer_start_epoch = {first} (the range excludes the end)")
     epochs = [e for e in checkpoint.epochs_in(load_path) if first <= e < end]
-    if runner["infer_best_epoch"]:
-        epochs = select_best(load_path, epochs, say)
+    if runner["infer_ensemble_top"]:
+        epochs = select_by_validation(load_path, epochs, runner["infer_ensemble_top"],
+                                      "runner.infer_ensemble_top", say)
+    elif runner["infer_best_epoch"]:
+        epochs = select_by_validation(load_path, epochs, 1, "runner.infer_best_epoch", say)
     if not epochs:
         raise ValueError(f"no checkpoint for epochs {first}..{end - 1} in {load_path} "
                          f"(runner.infer_load_path); train first or change runner.infer_start_epoch/"
@@ -96,6 +104,10 @@ def infer(args):
     results["config"] = config["config_path"]
     results["train_batches_per_epoch"] = runner["train_batches_per_epoch"]
     evaluated = []
+    if runner["infer_ensemble_top"]:
+        evaluate_ensemble(model_def, model, network, dataset, config, epochs, results, rank, world, say)
+        epochs = []  # evaluated together
+        evaluated = ["ensemble"]
     for epoch in epochs:
         path = os.path.join(load_path, str(epoch))
         try:
@@ -120,10 +132,40 @@ def infer(args):
         raise ValueError(f"no checkpoint of epochs {epochs[0]}..{epochs[-1]} in {load_path} verifies "
                          f"(see the warnings above); nothing was evaluated")
     if rank == 0:
+        write_results(out, results)
+        print(f"results written to {out}")
+
+
+def evaluate_ensemble(model_def, model, network, dataset, config, epochs, results, rank, world, say):
+    """MAML++'s protocol: the query logits of EPOCHS averaged per test episode."""
+    load_path = config["runner"]["infer_load_path"]
+
+    def load_epoch(epoch):
+        path = os.path.join(load_path, str(epoch))
+        meta = checkpoint.verify(path)  # a damaged member is an error: the ensemble would be another
+        checkpoint.check_network(path, meta, network)
+        checkpoint.load(path, model)
+
+    start = time.time()
+    rows = ensemble_rows(model_def, model, load_epoch, epochs, dataset, config, rank, world, say)
+    results.setdefault("ensembles", {})[",".join(map(str, epochs))] = rows
+    say(f"ensemble of epochs {', '.join(map(str, epochs))}: {rows[0]['episodes']} test episodes, "
+        f"{time.time() - start:.1f} s")
+    say(f"  {rows[0]['metric']}: {100 * rows[0]['mean']:.2f} +- {100 * rows[0]['ci95']:.2f} %", flush=True)
+
+
+def write_results(out, results):
+    """Write RESULTS to OUT atomically; on a write error (disk full, permission)
+    one line naming OUT, the temporary file removed and the old results kept."""
+    try:
         with open(out + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
         os.replace(out + ".tmp", out)
-        print(f"results written to {out}")
+    except OSError as e:
+        if os.path.exists(out + ".tmp"):
+            os.remove(out + ".tmp")
+        raise OSError(f"cannot write the results to {out}: {e.strerror or e}; the results of epochs "
+                      f"{', '.join(results['epochs'])} are lost, the file's earlier content is kept") from None
 
 
 def main(argv=None):

@@ -52,3 +52,13 @@ def evaluate_adaptation(net, loop, feeds, steps, metrics):
     fast = loop.task_copies(net.weights(), xs.shape[0])
     record(0, fast)
     adapt_to_support(net, loop, xs, ys, steps, fast, on_step=record)
+
+
+def adapted_query_logits(net, loop, feeds, steps):
+    """Every episode's query logits [T, Q, N] after STEPS steps of LOOP (track=False)
+    on its support set, and the query labels [T, Q]: what an ensemble averages."""
+    xs, ys, xq, yq = feeds
+    fast = adapt_to_support(net, loop, xs, ys, steps, loop.task_copies(net.weights(), xs.shape[0]))
+    with paddle.no_grad():
+        logits = net.forward_tasks(xq, fast, twice_differentiable=False, bn_step=max(steps - 1, 0))
+    return logits, yq

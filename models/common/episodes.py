@@ -5,6 +5,10 @@ its config keys).
 The reader interface the drivers use (tools/trainer.py, tools/infer.py):
     READER_OPTIONS         the hyper_parameters keys the reader owns (utils.config.Option)
     describe(config)       {"image_shape": [C, H, W], "n_way": N}: what a model needs to build itself
+    check_data(config, mode) -> (bytes, what): before anything is decoded, one-line ValueError
+                           naming the key when the data folder of MODE is missing, has fewer
+                           classes than the episode's ways or a class fewer images than its
+                           shots + queries; else the memory its decoded images take
     RecDataset.from_config(config, mode)
         mode "train": endless episodes from runner.seed; get_state() / set_state() for checkpoints
         mode "infer": runner.infer_episodes test episodes from runner.infer_seed; every pass

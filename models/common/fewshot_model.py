@@ -14,7 +14,12 @@ The drivers (tools/trainer.py, tools/infer.py) call, on a model's DygraphModel:
         resuming, not in infer), e.g. to load pretrained weights
     set_epoch(epoch), get_state() / set_state(state): the epoch before each one is trained, and
         host-side state (e.g. a model's own RandomState) saved in every checkpoint
+    chance_loss(config): the training loss of a model that has learnt nothing (the trainer
+        warns when the loss stays there); estimate_batch_bytes(config) -> (bytes, what):
+        memory one training batch needs, naming the keys it grows with (checked before training)
 """
+import math
+
 import numpy as np
 import paddle
 
@@ -35,6 +40,34 @@ class FewShotModel:
 
     def set_state(self, state):
         pass
+
+    def infer_logits(self, model, batch_data, config):
+        """(query logits [T, Q, N], labels [T, Q]) as numpy arrays, for ensembles over
+        epochs (runner.infer_ensemble_top); models that can, override it."""
+        raise ValueError("runner.infer_ensemble_top: this model does not provide infer_logits; set it to 0")
+
+    def chance_loss(self, config):
+        """Cross-entropy of uniform predictions over the training episode's classes."""
+        return math.log(config["data"]["n_way"])
+
+    def batch_images(self, config):
+        """Images through the network per training batch: episodes x ways x (shots + queries)."""
+        hp = config["hyper_parameters"]
+        return config["runner"]["train_batch_size"] * hp["n_way"] * (hp["k_spt"] + hp["k_query"])
+
+    def estimate_batch_bytes(self, config):
+        """A rough lower estimate of one training batch's activations: every image's
+        first-layer feature maps (float32, width channels at full resolution), a few
+        tensors kept per layer for backward, once per inner step plus the query pass.
+        It is there to refuse impossible configs, not to size a machine."""
+        hp = config["hyper_parameters"]
+        _, height, width = config["data"]["image_shape"]
+        channels = max(hp.get("bn_channel", 64), 64)
+        passes = hp.get("update_step", 0) + 1
+        images = self.batch_images(config)
+        needed = images * height * width * channels * 4 * 2 * passes
+        return needed, (f"one training batch (runner.train_batch_size = {config['runner']['train_batch_size']}, "
+                        f"{images} images of {height}x{width} (hyper_parameters.imgsize), {passes} passes)")
 
     def create_feeds(self, batch_data, config):
         """batch_data: list of episodes (support_x, support_y, query_x, query_y).

@@ -6,6 +6,12 @@ last, meta.json (the network's shape and the SHA-256 of each file). The folder
 is built under a temporary name and renamed into place, so a reader never sees
 a half-written checkpoint; a folder whose meta.json is missing or whose files
 do not match it is reported and skipped.
+
+Within an epoch, MODEL_SAVE_PATH/in_progress/ (same files, written the same way)
+holds the newest state at a print boundary (runner.checkpoint_interval); it is
+removed once its epoch's checkpoint is saved. A failed write (disk full,
+permission) removes its temporary folder and leaves every saved checkpoint as
+it was; clean_stale() removes what killed runs left behind.
 """
 import hashlib
 import json
@@ -17,10 +23,15 @@ import paddle
 
 FILES = ("rec.pdparams", "rec.pdopt", "trainer_state.pkl")
 META = "meta.json"
+IN_PROGRESS = "in_progress"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names it."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permission); the message names it."""
 
 
 def _sha256(path):
@@ -39,14 +50,34 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def save(root, epoch, model, optimizer, trainer_state, network):
-    """Write checkpoint EPOCH under ROOT atomically. network: dict describing the
-    model's shape (checked when loading)."""
-    os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, str(epoch))
-    tmp = os.path.join(root, f".tmp-{epoch}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+def save(root, epoch, model, optimizer, trainer_state, network, folder=None):
+    """Write checkpoint EPOCH under ROOT atomically, into ROOT/<epoch> or ROOT/FOLDER.
+    network: dict describing the model's shape (checked when loading). A write
+    error raises CheckpointWriteError naming the folder and the epoch, after
+    removing the temporary folder; the checkpoints already saved are untouched."""
+    final = os.path.join(root, folder or str(epoch))
+    tmp = os.path.join(root, f".tmp-{folder or epoch}-{os.getpid()}")
+    try:
+        os.makedirs(root, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        _write_files(tmp, epoch, model, optimizer, trainer_state, network)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"cannot write the checkpoint of epoch {epoch} to {final}: "
+                                   f"{e.strerror or e}; the checkpoints saved before are untouched") from None
+    if os.path.exists(final):  # a rerun replaces an old checkpoint of the same epoch
+        old = os.path.join(root, f".old-{folder or epoch}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    return final
+
+
+def _write_files(tmp, epoch, model, optimizer, trainer_state, network):
     paddle.save(model.state_dict(), os.path.join(tmp, "rec.pdparams"))
     paddle.save(optimizer.state_dict() if optimizer is not None else {}, os.path.join(tmp, "rec.pdopt"))
     with open(os.path.join(tmp, "trainer_state.pkl"), "wb") as f:
@@ -61,15 +92,44 @@ def save(root, epoch, model, optimizer, trainer_state, network):
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    if os.path.exists(final):  # a rerun replaces an old checkpoint of the same epoch
-        old = os.path.join(root, f".old-{epoch}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(root)
-    return final
+
+
+def clean_stale(root, say=print):
+    """Remove the temporary folders and files that killed runs left in ROOT; a
+    checkpoint caught between its two renames (.old-E-pid without E) is put back.
+    Call only while holding the run lock (another trainer's files would go)."""
+    if not os.path.isdir(root):
+        return
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if name.startswith(".old-"):
+            target = os.path.join(root, name.split("-")[1])
+            if not os.path.exists(target):
+                os.replace(path, target)
+                say(f"note: restored checkpoint {target} from {path}, left by an interrupted save")
+                continue
+        if name.startswith((".tmp-", ".old-")) or name.endswith(".tmp"):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+            say(f"note: removed {path}, left by an interrupted write")
+
+
+def in_progress(root, warn=print):
+    """(path, meta) of the verified mid-epoch checkpoint ROOT/in_progress, or None."""
+    path = os.path.join(root, IN_PROGRESS)
+    if not os.path.isdir(path):
+        return None
+    try:
+        return path, verify(path)
+    except CheckpointError as e:
+        warn(f"warning: {e}; ignored")
+        return None
+
+
+def remove_in_progress(root):
+    shutil.rmtree(os.path.join(root, IN_PROGRESS), ignore_errors=True)
 
 
 def verify(path):

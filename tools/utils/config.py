@@ -69,6 +69,10 @@ RUNNER_OPTIONS = [
            path=True),
     Option("keep_last_checkpoints", int, 0, "keep only the newest this many epoch checkpoints (0: all)",
            (at_least(0), "an integer >= 0")),
+    Option("checkpoint_interval", int, 100, "also save MODEL_SAVE_PATH/in_progress at the first print "
+           "(runner.print_interval) at least this many iterations after the last save, so an interrupted "
+           "epoch resumes from there exactly (0: only the per-epoch checkpoints)",
+           (at_least(0), "an integer >= 0")),
     Option("resume", bool, True, "continue from the newest complete checkpoint in model_save_path"),
     Option("infer_batch_size", int, 1, "test tasks adapted together (one pass through the network) in infer.py",
            (positive, "an integer >= 1")),
@@ -86,6 +90,10 @@ RUNNER_OPTIONS = [
            (at_least(2), "an integer >= 2")),
     Option("infer_best_epoch", bool, False, "infer.py evaluates only the epoch of infer_start_epoch .. "
            "infer_end_epoch - 1 with the best validation result (the model's last metric)"),
+    Option("infer_ensemble_top", int, 0, "infer.py evaluates the ensemble of the this many epochs of "
+           "infer_start_epoch .. infer_end_epoch - 1 with the best validation results, their query logits "
+           "averaged per episode (MAML++'s test protocol); 0: each epoch on its own",
+           (at_least(0), "an integer >= 0")),
     Option("use_fleet", bool, False, "train / evaluate across the processes of paddle.distributed.launch"),
     Option("use_visual", bool, False, "also write the training curve and the test accuracies for "
            "VisualDL (MODEL_SAVE_PATH/visualdl; needs pip install visualdl)"),

@@ -9,8 +9,24 @@ after backward) are exactly the single-process gradient, and every process
 applies the same update. This module only shards and communicates.
 """
 import os
+import time
 
 import paddle.distributed as dist
+
+
+class LostProcess(ConnectionError):
+    """A collective failed: another process stopped (Ctrl-C, SIGTERM, an error)."""
+
+
+def _collective(op, *args):
+    try:
+        op(*args)
+    except RuntimeError as e:
+        # When Ctrl-C or SIGTERM reached every process, this one was waiting inside the
+        # collective; give its pending signal the chance to surface as KeyboardInterrupt.
+        time.sleep(1)
+        raise LostProcess(f"process {dist.get_rank()} lost the others ({str(e).splitlines()[0][:120]}); "
+                          f"one of them stopped or failed: see its log") from None
 
 
 def world_size_from_launcher():
@@ -37,7 +53,7 @@ def shard(items, rank, world):
 def sum_over_processes(tensor, world):
     """In-place sum over the processes (no-op in a single process)."""
     if world > 1:
-        dist.all_reduce(tensor)
+        _collective(dist.all_reduce, tensor)
     return tensor
 
 
@@ -46,7 +62,7 @@ def gather(obj, world):
     if world <= 1:
         return [obj]
     objects = []
-    dist.all_gather_object(objects, obj)
+    _collective(dist.all_gather_object, objects, obj)
     return objects
 
 

@@ -49,7 +49,40 @@ def validation_config(config):
     val = copy.deepcopy(config)
     val["runner"].update(test_data_dir=config["runner"]["val_data_dir"],
                          infer_episodes=config["runner"]["val_episodes"])
+    val["validation"] = True  # readers name runner.val_data_dir in their errors
     return val
+
+
+def ensemble_rows(model_def, model, load_epoch, epochs, dataset, config, rank=0, world=1, say=print):
+    """MAML++'s test protocol: for every episode of DATASET the query logits of the
+    models of EPOCHS (load_epoch(e) loads one into MODEL) are averaged, and the
+    accuracy of the averaged logits is the episode's. One row like evaluate_epoch's."""
+    runner = config["runner"]
+    summed, labels = None, None
+    for epoch in epochs:
+        load_epoch(epoch)
+        model.eval()
+        mine = (episode for i, episode in enumerate(dataset) if i % world == rank)
+        per_batch = []
+        while True:
+            batch = list(itertools.islice(mine, runner["infer_batch_size"]))
+            if not batch:
+                break
+            per_batch.append(model_def.infer_logits(model, batch, config))
+        logits = np.concatenate([b[0] for b in per_batch])
+        labels = np.concatenate([b[1] for b in per_batch])
+        summed = logits.astype("float64") if summed is None else summed + logits
+        say(f"  epoch {epoch}: logits of {len(logits) * world} episodes", flush=True)
+    accuracies = (summed.argmax(axis=-1) == labels).mean(axis=-1)
+    values = np.concatenate(distributed.gather(accuracies, world))
+    mean, ci95 = mean_and_ci95(values)
+    return [{"metric": f"acc_ensemble_of_{len(epochs)}", "mean": mean, "ci95": ci95, "episodes": len(values)}]
+
+
+def top_epochs(records, n):
+    """The N epochs with the best end-of-epoch validation result (last metric), best first."""
+    ends = {r["epoch"]: r["val"] for r in records if "val" in r}
+    return sorted(ends, key=lambda epoch: (list(ends[epoch].values())[-1], epoch), reverse=True)[:n]
 
 
 def best_epoch(records):

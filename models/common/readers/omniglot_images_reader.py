@@ -20,11 +20,21 @@ def describe(config):
     return dict(omniglot_reader.describe(config), n_classes=classes)
 
 
+def check_data(config, mode):
+    """Training: every class needs one image (no episodes); test: the episode reader's check."""
+    if mode == "infer":
+        return omniglot_reader.check_data(config, mode)
+    hp = config["hyper_parameters"]
+    return omniglot_reader.check_folder(config["runner"]["train_data_dir"], "runner.train_data_dir", 1, 1,
+                                        hp["imgsize"], hp["rotations"])
+
+
 class RecDataset(LabelledImages):
     @classmethod
     def from_config(cls, config, mode):
         if mode == "infer":
             return omniglot_reader.RecDataset.from_config(config, mode)
         hp, runner = config["hyper_parameters"], config["runner"]
-        characters = omniglot_reader.OmniglotCharacters(runner["train_data_dir"], hp["imgsize"], 1, hp["rotations"])
+        characters = omniglot_reader.OmniglotCharacters(runner["train_data_dir"], hp["imgsize"], 1, hp["rotations"],
+                                                        hp["resize"])
         return cls(characters.images, runner["seed"])

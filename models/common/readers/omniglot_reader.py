@@ -23,6 +23,13 @@ from models.common.episodes import EpisodeDataset  # noqa: E402
 from utils.config import Option, at_least, positive  # noqa: E402
 
 IMAGE_SUFFIXES = (".png",)
+PREPARED = {"area": "images.npy", "nearest": "images_nearest.npy"}
+
+
+def interpolation(resize):
+    import cv2
+
+    return {"area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST_EXACT}[resize]
 
 
 def _list_dirs(path):
@@ -41,7 +48,7 @@ def find_character_dirs(data_dir):
     return character_dirs
 
 
-def load_character(character_dir, imgsize):
+def load_character(character_dir, imgsize, resize="area"):
     """All images of one character as uint8 [num_images, imgsize, imgsize], strokes = 255."""
     import cv2  # imported here so that merely importing the reader needs no OpenCV
 
@@ -54,16 +61,17 @@ def load_character(character_dir, imgsize):
         image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
         if image is None:
             raise ValueError(f"{path} cannot be read as an image")
-        image = cv2.resize(image, (imgsize, imgsize), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(image, (imgsize, imgsize), interpolation=interpolation(resize))
         images.append(255 - image)
     if not images:
         raise ValueError(f"{character_dir} holds no images")
     return np.stack(images)
 
 
-def load_prepared(data_dir, imgsize):
-    """Characters of a prepared folder (images.npy): list of uint8 [drawings, imgsize, imgsize]."""
-    path = os.path.join(data_dir, "images.npy")
+def load_prepared(data_dir, imgsize, resize="area"):
+    """Characters of a prepared folder (images.npy or images_nearest.npy): list of
+    uint8 [drawings, imgsize, imgsize]. Another imgsize is resized from the 28 x 28 array."""
+    path = os.path.join(data_dir, PREPARED[resize])
     try:
         array = np.load(path)
     except (OSError, ValueError) as e:
@@ -74,22 +82,57 @@ def load_prepared(data_dir, imgsize):
     if array.shape[2:] != (imgsize, imgsize):
         import cv2
 
-        array = np.stack([[cv2.resize(im, (imgsize, imgsize), interpolation=cv2.INTER_AREA)
+        array = np.stack([[cv2.resize(im, (imgsize, imgsize), interpolation=interpolation(resize))
                            for im in character] for character in array])
     return list(array)
 
 
-def count_classes(data_dir, rotations):
-    """Classes (characters x rotations) in DATA_DIR without decoding any image."""
+def images_per_character(data_dir):
+    """{character name: number of images} of DATA_DIR without decoding any image."""
     path = os.path.join(data_dir, "images.npy")
     if os.path.isfile(path):
         try:
-            characters = np.load(path, mmap_mode="r").shape[0]
+            shape = np.load(path, mmap_mode="r").shape
         except (OSError, ValueError) as e:
             raise ValueError(f"{path} cannot be read ({e}); rerun datasets/omniglot/run.sh") from None
-    else:
-        characters = len(find_character_dirs(data_dir))
-    return characters * len(rotations)
+        return {f"{data_dir} character {i}": shape[1] for i in range(shape[0])}
+    return {d: sum(1 for n in os.listdir(d) if not n.startswith(".")) for d in find_character_dirs(data_dir)}
+
+
+def count_classes(data_dir, rotations):
+    """Classes (characters x rotations) in DATA_DIR without decoding any image."""
+    return len(images_per_character(data_dir)) * len(rotations)
+
+
+def check_folder(data_dir, key, n_way, min_images, imgsize, rotations):
+    """Check, without decoding, that DATA_DIR (the value of config key KEY) has
+    N_WAY classes of MIN_IMAGES images; returns (bytes, what) of its decoded images."""
+    try:
+        counts = images_per_character(data_dir)
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+    classes = len(counts) * len(rotations)
+    if classes < n_way:
+        raise ValueError(f"{key}: {data_dir} has {classes} classes ({len(counts)} characters x "
+                         f"{len(rotations)} rotations), fewer than the {n_way} ways of an episode")
+    name, fewest = min(counts.items(), key=lambda item: item[1])
+    if fewest < min_images:
+        raise ValueError(f"{key}: {name} has {fewest} images, fewer than the {min_images} "
+                         f"(shots + queries) an episode takes of a class")
+    images = sum(counts.values()) * len(rotations)
+    return images * imgsize * imgsize, (f"the decoded images of {key} ({images} at hyper_parameters.imgsize = "
+                                        f"{imgsize})")
+
+
+def check_data(config, mode):
+    """The reader interface's data check (models/common/episodes.py)."""
+    hp, runner = config["hyper_parameters"], config["runner"]
+    if mode == "train":
+        return check_folder(runner["train_data_dir"], "runner.train_data_dir", hp["n_way"],
+                            hp["k_spt"] + hp["k_query"], hp["imgsize"], hp["rotations"])
+    key = "runner.val_data_dir" if config.get("validation") else "runner.test_data_dir"
+    return check_folder(runner["test_data_dir"], key, hp["n_way_test"] or hp["n_way"],
+                        hp["k_spt"] + hp["k_query_test"], hp["imgsize"], hp["rotations"])
 
 
 class OmniglotCharacters:
@@ -99,14 +142,14 @@ class OmniglotCharacters:
     (per character and rotation).
     """
 
-    def __init__(self, data_dir, imgsize, min_images, rotations=(0,)):
+    def __init__(self, data_dir, imgsize, min_images, rotations=(0,), resize="area"):
         self.data_dir = data_dir
         if os.path.isfile(os.path.join(data_dir, "images.npy")):
-            characters = load_prepared(data_dir, imgsize)
+            characters = load_prepared(data_dir, imgsize, resize)
             names = [f"{data_dir} character {i}" for i in range(len(characters))]
         else:
             names = find_character_dirs(data_dir)
-            characters = [load_character(d, imgsize) for d in names]
+            characters = [load_character(d, imgsize, resize) for d in names]
         for name, images in zip(names, characters):
             if len(images) < min_images:
                 raise ValueError(f"{name} has {len(images)} images, fewer than "
@@ -130,7 +173,10 @@ READER_OPTIONS = [
             "a list of distinct angles from 0, 90, 180, 270")),
     Option("task_rotation", bool, False, "task augmentation in meta-training: every image of an episode "
            "turned by one random multiple of 90 degrees"),
-    Option("imgsize", int, 28, "images are resized to imgsize x imgsize", (at_least(16), "an integer >= 16")),
+    Option("imgsize", int, 28, "images are resized to imgsize x imgsize",
+           (lambda v: 16 <= v <= 1024, "an integer from 16 to 1024")),
+    Option("resize", str, "area", "how drawings are resized to imgsize: area (grey levels at the edges) or "
+           "nearest (binary, as the MAML authors' PIL resize of the 1-bit PNGs)", choices=["area", "nearest"]),
     Option("n_way_test", int, 0, "classes per test episode (0: n_way); Prototypical Networks train with more",
            (lambda v: v == 0 or v >= 2, "0 or an integer >= 2")),
 ]
@@ -150,9 +196,9 @@ class RecDataset(EpisodeDataset):
     characters: an OmniglotCharacters already decoded (else decoded from data_dir)."""
 
     def __init__(self, data_dir, n_way, k_spt, k_query, imgsize, seed, num_episodes=None,
-                 characters=None, rotations=(0,), task_rotation=False):
+                 characters=None, rotations=(0,), task_rotation=False, resize="area"):
         if characters is None:
-            characters = OmniglotCharacters(data_dir, imgsize, k_spt + k_query, rotations)
+            characters = OmniglotCharacters(data_dir, imgsize, k_spt + k_query, rotations, resize)
         self.characters = characters
         super().__init__(characters.images, n_way, k_spt, k_query, seed, num_episodes, task_rotation,
                          source=f"data directory {data_dir}")
@@ -174,4 +220,4 @@ class RecDataset(EpisodeDataset):
         else:
             raise ValueError(f"mode must be train or infer, got {mode!r}")
         return cls(data_dir, n_way, hp["k_spt"], k_query, hp["imgsize"], seed, num_episodes=num_episodes,
-                   rotations=hp["rotations"], task_rotation=task_rotation)
+                   rotations=hp["rotations"], task_rotation=task_rotation, resize=hp["resize"])

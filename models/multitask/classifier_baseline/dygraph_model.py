@@ -9,6 +9,7 @@ authors' code, yinboc/few-shot-meta-baseline, train_classifier.py). Test: the
 classifier is dropped; each episode's query images go to the support centroid
 of highest cosine similarity of the encoder's features (test_few_shot.py).
 """
+import math
 import os
 import sys
 
@@ -39,6 +40,13 @@ class DygraphModel(CentroidModel):
 
     def create_optimizer(self, model, config):
         return sgd_with_milestones(model, config)
+
+    def chance_loss(self, config):
+        """Uniform predictions over every training class."""
+        return math.log(config["data"]["n_classes"])
+
+    def batch_images(self, config):
+        return config["runner"]["train_batch_size"]  # a batch of labelled images, not episodes
 
     def train_forward(self, model, metrics_list, batch_data, config):
         images, labels = zip(*batch_data)

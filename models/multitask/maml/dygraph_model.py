@@ -18,7 +18,7 @@ import paddle
 # The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.adaptation import (adapt_to_support, evaluate_adaptation,  # noqa: E402
+from models.common.adaptation import (adapt_to_support, adapted_query_logits, evaluate_adaptation,  # noqa: E402
                                       query_accuracy_recorder, step_metrics)
 from models.common.fewshot_model import FewShotModel  # noqa: E402
 from models.common.inner_loop import InnerLoop, multi_step_loss_weights  # noqa: E402
@@ -95,7 +95,9 @@ class DygraphModel(FewShotModel):
         loop = self.inner_loop(dy_model, config, first_order=first_order)
         xs, ys, xq, yq = self.create_feeds(batch_data, config)
         steps = hp["update_step"]
-        multi_step = hp["multi_step_loss"] and steps > 1
+        # MAML++ (few_shot_learning_system.py): the annealed per-step weights for the first
+        # multi_step_loss_epochs epochs, then the last step's loss alone.
+        multi_step = hp["multi_step_loss"] and steps > 1 and self.epoch < hp["multi_step_loss_epochs"]
         weights = (multi_step_loss_weights(steps, self.epoch, hp["multi_step_loss_epochs"])
                    if multi_step else [0.0] * (steps - 1) + [1.0])
         query_losses = []  # each [T]: one loss per task
@@ -118,6 +120,14 @@ class DygraphModel(FewShotModel):
         query_losses.append(weights[-1] * cross_entropy(logits, yq, twice_differentiable=False))
         metrics_list[steps].update(accuracy(logits.detach(), yq))
         return paddle.add_n(query_losses) if len(query_losses) > 1 else query_losses[0]
+
+    def infer_logits(self, dy_model, batch_data, config):
+        """Query logits [T, Q, N] after update_step_test steps, and labels [T, Q]
+        (infer.py's runner.infer_ensemble_top averages them over epochs)."""
+        loop = self.inner_loop(dy_model, config, track=False)
+        logits, labels = adapted_query_logits(dy_model, loop, self.create_feeds(batch_data, config),
+                                              config["hyper_parameters"]["update_step_test"])
+        return logits.numpy(), labels.numpy()
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
         """Adapt to each test task with `update_step_test` steps (no meta-graph);

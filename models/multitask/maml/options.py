@@ -29,7 +29,8 @@ MODEL_OPTIONS = [
            "first this many epochs, then as first_order says", (at_least(0), "an integer >= 0")),
     Option("multi_step_loss", bool, False, "MAML++'s multi-step loss: the meta-loss weighs the query loss "
            "after every inner step, annealed towards the last step over multi_step_loss_epochs"),
-    Option("multi_step_loss_epochs", int, 10, "epochs over which the multi-step loss weights anneal",
+    Option("multi_step_loss_epochs", int, 10, "epochs over which the multi-step loss weights anneal; "
+           "afterwards the last step's loss alone, as the MAML++ code",
            (positive, "an integer >= 1")),
     Option("learn_inner_lr", bool, False, "MAML++: meta-learn one inner learning rate per parameter "
            "tensor and inner step, starting at alpha (steps beyond update_step at test use the last)"),
