@@ -166,7 +166,7 @@ def test_the_authors_inner_adam_runs_on_through_tasks_and_is_only_read_at_test()
     for i, p in enumerate(net.param_list):
         expected = theta[i] + EPSILON * (np.mean([phi[i] for phi in phis], axis=0) - theta[i])
         assert np.abs(p.numpy() - expected).max() < 1e-8, net.param_names[i]
-        assert np.abs(net.inner_adam.v(net.param_names[i]).numpy() - v[i]).max() < 1e-12
+        assert np.abs(net.inner_adam.v(net.param_names[i]).numpy() - v[i]).max() < 1e-9  # fused vs primitive
     assert float(net.inner_adam.step) == t[0] == 3 * STEPS
 
     # At test every episode starts from the saved state, which stays as it was.
