@@ -184,10 +184,10 @@ def test_fewer_classes_than_n_way(tmp_path):
 
 
 def test_the_committed_run_resumes_with_its_optimizer_state():
-    """The newest checkpoint of the long 5-way 1-shot run (made by the code before the
-    structure change, whose network class had another name) loads into today's model and
-    optimizer and takes a step: Paddle keys Adam's state by internal parameter names,
-    which checkpoint.load maps from the saved tensors' names."""
+    """The newest checkpoint of the long 5-way 1-shot run (made in another process, whose
+    layers had other internal names) loads into today's model and optimizer and takes a
+    step: Paddle keys Adam's state by internal parameter names, which checkpoint.load maps
+    from the saved tensors' names."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from conftest import MODEL_DIR, load_model_config
     from trainer import backward
