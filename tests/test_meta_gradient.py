@@ -168,6 +168,30 @@ def test_second_order_meta_gradient_matches_directional_differences(downsample):
 
 
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_flattened_features_meta_gradient_matches_references(downsample, channels):
+    """The authors' miniImageNet head: the classifier on every position of the last
+    block (32 x 32 RGB or grey images: 2 x 2 positions), second order, against the
+    Hessian-vector reference and central differences."""
+    paddle.seed(41)
+    net = MAMLConvNet(n_way=3, in_channels=channels, hidden_channels=4, downsample=downsample,
+                      activation=F.tanh, features="flatten", image_size=32)
+    assert net.feature_size == 4 * 2 * 2
+    rng = np.random.RandomState(42)
+    for p in net.param_list:
+        p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
+    batch = [(rng.rand(6, channels, 32, 32), np.repeat(np.arange(3), 2), rng.rand(6, channels, 32, 32),
+              np.repeat(np.arange(3), 2)) for _ in range(2)]
+    config = make_config(False, downsample)
+    config["data"]["image_shape"] = [channels, 32, 32]
+    ours, loss = project_meta_gradient(net, batch, config)
+    assert relative_error(ours, reference_meta_gradient(net, batch, first_order=False)) < 1e-7
+    theta = [p.numpy() for p in net.param_list]
+    assert abs(meta_objective(net, batch, theta) - loss) < 1e-12
+    central_difference_check(lambda th: meta_objective(net, batch, th), theta, ours, np.random.RandomState(43))
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
 def test_first_order_matches_reference_and_differs_from_second_order(downsample):
     net = make_net(downsample, seed=2)
     batch = make_batch(np.random.RandomState(4))

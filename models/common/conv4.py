@@ -27,6 +27,13 @@ DOWNSAMPLE_STYLES = ("stride", "maxpool")
 NUM_BLOCKS = 4
 
 
+def final_size(image_size, downsample):
+    """The last block's spatial size: stride-2 SAME convs round up, 2x2 pooling down."""
+    for _ in range(NUM_BLOCKS):
+        image_size = -(-image_size // 2) if downsample == "stride" else image_size // 2
+    return image_size
+
+
 class Conv4(nn.Layer):
     """Weights (`weights()`, an ordered dict, created once):
         per block i in 0..3: conv{i}.weight [C_out, C_in, 3, 3], conv{i}.bias [C_out],
@@ -45,6 +52,9 @@ class Conv4(nn.Layer):
                    the spatial mean (the MAML paper's Omniglot network, 28 -> 14 -> 7 -> 4 -> 2 -> mean).
         "maxpool": 3x3 conv, stride 1, padding 1, then 2x2 max-pooling (28 -> 14 -> 7 -> 3 -> 1),
                    then the spatial mean (a no-op at 1x1).
+    features: "mean" (the spatial mean of the last block, the classifier's input) or
+    "flatten" (every position: C x S x S features for the last size S of images of
+    image_size, the MAML authors' miniImageNet network, 84 -> 5 -> 32 x 5 x 5 = 800).
     bn_scale=False: batch norm with an offset only (the authors' tf.contrib.layers.batch_norm
     defaults: no bn{i}.weight); bn_epsilon: its epsilon (theirs 1e-3); head_init: "xavier"
     (uniform) or "normal" (N(0, 1), the authors' classifier weights).
@@ -58,8 +68,10 @@ class Conv4(nn.Layer):
 
     def __init__(self, n_way=0, in_channels=1, hidden_channels=64, downsample="stride",
                  activation=F.relu, learned_inner_lr=None, bn_steps=0, running_stats=False,
-                 bn_scale=True, bn_epsilon=BN_EPSILON, head_init="xavier"):
+                 bn_scale=True, bn_epsilon=BN_EPSILON, head_init="xavier", features="mean", image_size=None):
         super().__init__()
+        if features == "flatten" and not image_size:
+            raise ValueError("features='flatten' needs the image size")
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
         self.n_way, self.downsample = n_way, downsample
@@ -77,7 +89,8 @@ class Conv4(nn.Layer):
                 self._add(f"bn{i}.weight", bn_shape, nn.initializer.Constant(1.0))
             self._add(f"bn{i}.bias", bn_shape, nn.initializer.Constant(0.0))
             channels = hidden_channels
-        self.feature_size = channels  # the spatial mean of the last block's channels
+        self.features = features
+        self.feature_size = channels if features == "mean" else channels * final_size(image_size, downsample) ** 2
         # Paddle's fused batch_norm holds epsilon as a float32 attribute: the twice differentiable
         # path uses the same rounded value, so both compute one function (1e-3 differs by 5e-11).
         self.running_stats, self.bn_epsilon = running_stats, float(np.float32(bn_epsilon))
@@ -196,6 +209,8 @@ class Conv4(nn.Layer):
                 h = self.activation(norm(h, scale, shift))
             if self.downsample == "maxpool":
                 h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
+        if self.features == "flatten":  # h is [B, T*C, S, S]: each task's C*S*S values are contiguous
+            return h.reshape([batch, tasks, -1]).transpose([1, 0, 2])
         return h.mean(axis=[2, 3]).reshape([batch, tasks, -1]).transpose([1, 0, 2])
 
     def _running_norm(self, i):
@@ -243,6 +258,9 @@ NETWORK_OPTIONS = [
            "tf.contrib.layers.batch_norm defaults (cbfinn/maml)"),
     Option("bn_epsilon", float, 1e-5, "batch norm's epsilon (the authors' TensorFlow default: 0.001)",
            (positive, "a number > 0")),
+    Option("features", str, "mean", "the classifier's input: mean (spatial mean of the last block) or "
+           "flatten (every position, the authors' miniImageNet network: 32 x 5 x 5 at 84 x 84)",
+           choices=["mean", "flatten"]),
     Option("fc_init", str, "xavier", "the classifier's initial weights: xavier (uniform), or normal: N(0, 1) as "
            "the authors' tf.random_normal", choices=["xavier", "normal"]),
     Option("conv_stride", int, 1, "PaddleRec key; `downsample` decides the stride", legacy=True),
@@ -261,7 +279,8 @@ def conv4_from_config(config, with_head=True, **extra):
                          f"but this network's classifier has n_way = {data['n_way']} outputs (set 0)")
     return Conv4(n_way=data["n_way"] if with_head else 0, in_channels=data["image_shape"][0],
                  hidden_channels=hp["bn_channel"], downsample=hp["downsample"], bn_scale=hp.get("bn_scale", True),
-                 bn_epsilon=hp.get("bn_epsilon", BN_EPSILON), head_init=hp.get("fc_init", "xavier"), **extra)
+                 bn_epsilon=hp.get("bn_epsilon", BN_EPSILON), head_init=hp.get("fc_init", "xavier"),
+                 features=hp.get("features", "mean"), image_size=data["image_shape"][1], **extra)
 
 
 def conv4_description(config, with_head=True):
@@ -275,4 +294,7 @@ def conv4_description(config, with_head=True):
         description["in_channels"] = data["image_shape"][0]
     if not hp.get("bn_scale", True):  # likewise: absent from checkpoints made before the option
         description["bn_scale"] = False
+    if hp.get("features", "mean") != "mean":
+        description["features"] = hp["features"]
+        description["image_size"] = data["image_shape"][1]
     return description

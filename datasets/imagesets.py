@@ -1,0 +1,138 @@
+"""What the RGB few-shot sets share once decoded (miniImageNet today; tieredImageNet,
+FC100 and CUB follow the same layout): the prepared folder the episode reader
+models/common/readers/image_classes_reader.py memory-maps.
+
+    OUT/<split>/images.npy   uint8 [images, S, S, 3], the images of each class together,
+                             classes in the order of classes.txt
+    OUT/<split>/classes.txt  one line per class: its name, a tab, its number of images
+    OUT/READY                JSON: format, image size, classes and images per split, the
+                             per-channel mean and std of the training images (in [0, 1]),
+                             and the SHA-256 of every file
+
+Everything is written into a temporary folder renamed into place at the end, so
+an interrupted preparation never leaves data that looks complete, and a second
+run that finds READY verified does nothing.
+"""
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+FORMAT = 1
+
+
+class PrepareError(Exception):
+    """A missing, wrong, truncated or incomplete source; one line for the user."""
+
+
+def file_hash(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_split_file(path):
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def ready(out):
+    """True if OUT holds a complete, verified preparation of this format."""
+    try:
+        with open(os.path.join(out, "READY")) as f:
+            meta = json.load(f)
+        return meta.get("format") == FORMAT and all(
+            file_hash(os.path.join(out, rel)) == digest for rel, digest in meta["sha256"].items())
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def write_split(folder, class_sizes, decode_class, imgsize):
+    """Write one split: CLASS_SIZES [(name, n images)] in order, decode_class(name) ->
+    uint8 [n, S, S, 3]. The array file is filled class by class, so no more than one
+    class is decoded in memory at a time."""
+    os.makedirs(folder)
+    total = sum(n for _, n in class_sizes)
+    array = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+", dtype=np.uint8,
+                                      shape=(total, imgsize, imgsize, 3))
+    start = 0
+    for name, n in class_sizes:
+        images = decode_class(name)
+        if images.shape != (n, imgsize, imgsize, 3):
+            raise PrepareError(f"class {name}: decoded {list(images.shape)}, expected [{n}, {imgsize}, {imgsize}, 3]")
+        array[start: start + n] = images
+        start += n
+    array.flush()
+    del array
+    with open(os.path.join(folder, "classes.txt"), "w") as f:
+        f.writelines(f"{name}\t{n}\n" for name, n in class_sizes)
+    return {"classes": len(class_sizes), "images": total}
+
+
+def channel_stats(folder):
+    """Per-channel mean and std of a split's images, in [0, 1] (computed in chunks)."""
+    images = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")
+    total, square, count = np.zeros(3), np.zeros(3), 0
+    for start in range(0, len(images), 1000):
+        chunk = images[start: start + 1000].astype(np.float64) / 255.0
+        total += chunk.sum(axis=(0, 1, 2))
+        square += (chunk ** 2).sum(axis=(0, 1, 2))
+        count += chunk.shape[0] * chunk.shape[1] * chunk.shape[2]
+    mean = total / count
+    return mean.tolist(), np.sqrt(np.maximum(square / count - mean ** 2, 0)).tolist()
+
+
+def prepare(out, name, build, say=print):
+    """Run BUILD(work) -> (image size, {split: write_split's counts}) into a temporary
+    folder next to OUT, add READY, rename it into place."""
+    if ready(out):
+        say(f"{name} is ready in {out}; nothing to do")
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(os.path.abspath(out))
+    for stale in os.listdir(parent):  # leftovers of an interrupted run
+        if stale.startswith((base + ".tmp-", base + ".old-")):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    work = os.path.join(parent, f"{base}.tmp-{os.getpid()}")
+    os.makedirs(work)
+    try:
+        imgsize, counts = build(work)
+        mean, std = channel_stats(os.path.join(work, "train"))
+        digests = {f"{split}/{f}": file_hash(os.path.join(work, split, f))
+                   for split in counts for f in ("images.npy", "classes.txt")}
+        with open(os.path.join(work, "READY"), "w") as f:
+            json.dump({"format": FORMAT, "dataset": name, "imgsize": imgsize, "counts": counts,
+                       "mean": mean, "std": std, "sha256": digests}, f, indent=1)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if os.path.exists(out):  # an old, incomplete or damaged preparation
+        old = os.path.join(parent, f"{base}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
+    say(f"{name} ready in {out}: " + ", ".join(f"{split} {c['classes']} classes / {c['images']} images"
+                                              for split, c in counts.items()))
+
+
+def check_classes(split, found, expected, images_per_class, source):
+    """FOUND {class: n images} must hold exactly the EXPECTED classes with
+    IMAGES_PER_CLASS images each; else PrepareError naming the first problem."""
+    missing = [c for c in expected if c not in found]
+    if missing:
+        raise PrepareError(f"{source}: the {split} split lacks {len(missing)} of its {len(expected)} classes "
+                           f"(first: {missing[0]}); incomplete or another split?")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise PrepareError(f"{source}: the {split} split has classes outside datasets/*/splits ({extra[0]}, ...)")
+    short = [(c, found[c]) for c in expected if found[c] != images_per_class]
+    if short:
+        raise PrepareError(f"{source}: class {short[0][0]} of the {split} split has {short[0][1]} images, "
+                           f"expected {images_per_class}; truncated?")
