@@ -166,6 +166,8 @@ def test_memory_check_names_the_largest_need():
     ("hyper_parameters.n_way_test=31", "runner.test_data_dir: "),
     ("hyper_parameters.k_query_test=20", "fewer than the 21 (shots + queries)"),
     (f"runner.val_data_dir={SAMPLE_DATA}/missing", "runner.val_data_dir: data directory"),
+    ("runner.infer_start_epoch=3", "runner.infer_end_epoch = 2 must be greater than runner.infer_start_epoch = 3"),
+    ("runner.infer_best_epoch=True", "runner.infer_best_epoch selects epochs by validation, but runner.val_data_dir"),
 ])
 def test_impossible_configs_stop_before_anything_is_written(tmp_path, override, key):
     out = tmp_path / "run"

@@ -125,13 +125,21 @@ def validate(model_def, model, validation, rank, world):
 
 
 def check_inputs(config, model_def, train_reader, infer_reader, world):
-    """Before anything is decoded or written: the training, validation and test
-    data exist and suit the episodes (the readers' check_data), and the decoded
-    data plus one training batch fit in memory."""
+    """Before anything is decoded or written: the infer settings can be used after
+    training, the training, validation and test data exist and suit the episodes
+    (the readers' check_data), and the decoded data plus one training batch fit in memory."""
     runner = config["runner"]
     if world > runner["train_batch_size"]:
         raise ValueError(f"config file {config['config_path']}: runner.train_batch_size = "
                          f"{runner['train_batch_size']} cannot be shared by {world} processes")
+    if runner["infer_end_epoch"] <= runner["infer_start_epoch"]:
+        raise ValueError(f"config file {config['config_path']}: runner.infer_end_epoch = {runner['infer_end_epoch']} "
+                         f"must be greater than runner.infer_start_epoch = {runner['infer_start_epoch']} "
+                         f"(infer.py would evaluate nothing after training)")
+    if (runner["infer_best_epoch"] or runner["infer_ensemble_top"]) and not runner["val_data_dir"]:
+        key = "infer_best_epoch" if runner["infer_best_epoch"] else "infer_ensemble_top"
+        raise ValueError(f"config file {config['config_path']}: runner.{key} selects epochs by validation, "
+                         f"but runner.val_data_dir is empty: training would log no validation")
     needs = [train_reader.check_data(config, "train"), infer_reader.check_data(config, "infer")]
     if runner["val_data_dir"]:
         needs.append(infer_reader.check_data(evaluation.validation_config(config), "infer"))
