@@ -27,8 +27,8 @@ class PrepareError(Exception):
     """A missing, wrong, truncated or incomplete source; one line for the user."""
 
 
-def file_hash(path):
-    digest = hashlib.sha256()
+def file_hash(path, algorithm="sha256"):
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -40,15 +40,48 @@ def read_split_file(path):
         return [line.strip() for line in f if line.strip()]
 
 
-def ready(out):
-    """True if OUT holds a complete, verified preparation of this format."""
+def ready(out, format_version=FORMAT):
+    """True if OUT holds a complete, verified preparation of FORMAT_VERSION."""
     try:
         with open(os.path.join(out, "READY")) as f:
             meta = json.load(f)
-        return meta.get("format") == FORMAT and all(
+        return meta.get("format") == format_version and all(
             file_hash(os.path.join(out, rel)) == digest for rel, digest in meta["sha256"].items())
     except (OSError, ValueError, KeyError):
         return False
+
+
+def write_ready(work, files, **fields):
+    """WORK/READY: FIELDS and the SHA-256 of FILES (paths relative to WORK), written last."""
+    digests = {rel: file_hash(os.path.join(work, rel)) for rel in files}
+    with open(os.path.join(work, "READY"), "w") as f:
+        json.dump(dict(fields, sha256=digests), f, indent=1)
+
+
+def install(out, build):
+    """Run BUILD(work) in a temporary folder next to OUT, then rename it into OUT's
+    place (an old OUT is moved aside first and removed last). Leftovers of killed
+    runs are removed first; on any failure the temporary folder goes."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    base = os.path.basename(os.path.abspath(out))
+    for stale in os.listdir(parent):
+        if stale.startswith((base + ".tmp-", base + ".old-")):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    work = os.path.join(parent, f"{base}.tmp-{os.getpid()}")
+    os.makedirs(work)
+    try:
+        build(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if os.path.exists(out):  # an old, incomplete or damaged preparation
+        old = os.path.join(parent, f"{base}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
 
 
 def write_split(folder, class_sizes, decode_class, imgsize):
@@ -87,39 +120,23 @@ def channel_stats(folder):
 
 
 def prepare(out, name, build, say=print):
-    """Run BUILD(work) -> (image size, {split: write_split's counts}) into a temporary
-    folder next to OUT, add READY, rename it into place."""
+    """BUILD(work) -> (image size, {split: write_split's counts}) into OUT, atomically,
+    with READY (the training images' channel statistics included)."""
     if ready(out):
         say(f"{name} is ready in {out}; nothing to do")
         return
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(os.path.abspath(out))
-    for stale in os.listdir(parent):  # leftovers of an interrupted run
-        if stale.startswith((base + ".tmp-", base + ".old-")):
-            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
-    work = os.path.join(parent, f"{base}.tmp-{os.getpid()}")
-    os.makedirs(work)
-    try:
+    result = {}
+
+    def build_all(work):
         imgsize, counts = build(work)
         mean, std = channel_stats(os.path.join(work, "train"))
-        digests = {f"{split}/{f}": file_hash(os.path.join(work, split, f))
-                   for split in counts for f in ("images.npy", "classes.txt")}
-        with open(os.path.join(work, "READY"), "w") as f:
-            json.dump({"format": FORMAT, "dataset": name, "imgsize": imgsize, "counts": counts,
-                       "mean": mean, "std": std, "sha256": digests}, f, indent=1)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if os.path.exists(out):  # an old, incomplete or damaged preparation
-        old = os.path.join(parent, f"{base}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
+        write_ready(work, [f"{split}/{f}" for split in counts for f in ("images.npy", "classes.txt")],
+                    format=FORMAT, dataset=name, imgsize=imgsize, counts=counts, mean=mean, std=std)
+        result.update(counts)
+
+    install(out, build_all)
     say(f"{name} ready in {out}: " + ", ".join(f"{split} {c['classes']} classes / {c['images']} images"
-                                              for split, c in counts.items()))
+                                              for split, c in result.items()))
 
 
 def check_classes(split, found, expected, images_per_class, source):

@@ -18,7 +18,6 @@ looks complete; a second run verifies READY and does nothing.
 """
 import argparse
 import errno
-import hashlib
 import json
 import os
 import random
@@ -30,6 +29,9 @@ import zipfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import imagesets  # noqa: E402  (datasets/imagesets.py: hashing, READY, the atomic install)
+from imagesets import PrepareError, file_hash  # noqa: E402
 ZIPS = {  # name: (MD5 of the official archive, characters, alphabets)
     "images_background.zip": ("68d2efa1b9178cc56df9314c21c6e718", 964, 30),
     "images_evaluation.zip": ("6b91aef0f799c5bb55b94e3f2daec811", 659, 20),
@@ -41,18 +43,6 @@ IMGSIZE = 28
 PAPER_SPLIT = {"train": 1100, "val": 100, "test": 423}  # 1200 meta-training = train + val
 FORMAT = 2  # 2: images_nearest.npy added; an older preparation is rebuilt
 ARRAYS = {"images.npy": "INTER_AREA", "images_nearest.npy": "INTER_NEAREST_EXACT"}
-
-
-class PrepareError(Exception):
-    """Bad source, network or disk problem; one line for the user."""
-
-
-def file_hash(path, algorithm):
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def character_pngs(zip_path):
@@ -162,43 +152,16 @@ def write_split(folder, ids, index, arrays):
 
 
 def ready(out):
-    """True if OUT holds a complete, verified preparation."""
-    try:
-        with open(os.path.join(out, "READY")) as f:
-            ready_file = json.load(f)
-        listed = ready_file["sha256"]
-        if ready_file.get("format") != FORMAT:
-            return False
-        return all(file_hash(os.path.join(out, rel), "sha256") == digest for rel, digest in listed.items())
-    except (OSError, ValueError, KeyError):
-        return False
+    """True if OUT holds a complete, verified preparation of this FORMAT."""
+    return imagesets.ready(out, FORMAT)
 
 
 def prepare(source_dir, out):
     if ready(out):
         print(f"Omniglot is ready in {out}; nothing to do")
         return
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    base = os.path.basename(out)
-    for stale in os.listdir(parent):  # leftovers of an interrupted run
-        if stale.startswith(base + ".tmp-") or stale.startswith(base + ".old-"):
-            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
-    work = os.path.join(parent, f"{base}.tmp-{os.getpid()}")
-    os.makedirs(work)
     print(f"preparing Omniglot in {out} from {source_dir or URL}", flush=True)
-    try:
-        build(source_dir, work)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if os.path.exists(out):  # an old, incomplete or damaged preparation
-        old = os.path.join(parent, f"{base}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
+    imagesets.install(out, lambda work: build(source_dir, work))
     with open(os.path.join(out, "READY")) as f:
         counts = json.load(f)["counts"]
     print(f"Omniglot ready in {out}: " + ", ".join(f"{rel} {n}" for rel, n in counts.items()))
@@ -223,13 +186,9 @@ def build(source_dir, work):
     splits["lake/test"] = origin["images_evaluation.zip"]
     for rel, split_ids in splits.items():
         write_split(os.path.join(work, rel), split_ids, index, arrays)
-    digests = {}
-    for rel in splits:
-        for name in list(ARRAYS) + ["characters.txt"]:
-            digests[f"{rel}/{name}"] = file_hash(os.path.join(work, rel, name), "sha256")
-    with open(os.path.join(work, "READY"), "w") as f:
-        json.dump({"format": FORMAT, "characters": len(ids), "imgsize": IMGSIZE,
-                   "counts": {rel: len(v) for rel, v in splits.items()}, "sha256": digests}, f, indent=1)
+    imagesets.write_ready(work, [f"{rel}/{name}" for rel in splits for name in list(ARRAYS) + ["characters.txt"]],
+                          format=FORMAT, characters=len(ids), imgsize=IMGSIZE,
+                          counts={rel: len(v) for rel, v in splits.items()})
 
 
 def main(argv=None):

@@ -8,12 +8,5 @@ case "$0" in
     */*) HERE=$(cd "${0%/*}" && pwd) ;;
     *) HERE=$(pwd) ;;
 esac
-PYTHON=${PYTHON:-python3}
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-    PYTHON=python
-    if ! command -v "$PYTHON" >/dev/null 2>&1; then
-        echo "error: no python3 or python on PATH (set PYTHON=/path/to/python)" >&2
-        exit 1
-    fi
-fi
-exec "$PYTHON" "$HERE/prepare.py" "$@"
+set -- "$HERE/prepare.py" "$@"
+. "$HERE/../run_python.sh"  # finds the project's Python and runs prepare.py with it

@@ -89,7 +89,7 @@ class Conv4(nn.Layer):
                 self._add(f"bn{i}.weight", bn_shape, nn.initializer.Constant(1.0))
             self._add(f"bn{i}.bias", bn_shape, nn.initializer.Constant(0.0))
             channels = hidden_channels
-        self.features = features
+        self.head_input = features
         self.feature_size = channels if features == "mean" else channels * final_size(image_size, downsample) ** 2
         # Paddle's fused batch_norm holds epsilon as a float32 attribute: the twice differentiable
         # path uses the same rounded value, so both compute one function (1e-3 differs by 5e-11).
@@ -209,7 +209,7 @@ class Conv4(nn.Layer):
                 h = self.activation(norm(h, scale, shift))
             if self.downsample == "maxpool":
                 h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
-        if self.features == "flatten":  # h is [B, T*C, S, S]: each task's C*S*S values are contiguous
+        if self.head_input == "flatten":  # h is [B, T*C, S, S]: each task's C*S*S values are contiguous
             return h.reshape([batch, tasks, -1]).transpose([1, 0, 2])
         return h.mean(axis=[2, 3]).reshape([batch, tasks, -1]).transpose([1, 0, 2])
 

@@ -17,6 +17,17 @@ The reader interface the drivers use (tools/trainer.py, tools/infer.py):
 import numpy as np
 import paddle
 
+from utils.config import Option, at_least, positive
+
+# The keys of every episode reader (each adds its own: image size, rotations, normalisation ...).
+EPISODE_OPTIONS = [
+    Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
+    Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
+    Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
+    Option("k_query_test", int, 15, "query images per class in test episodes (infer.py)",
+           (positive, "an integer >= 1")),
+]
+
 
 class EpisodeDataset(paddle.io.IterableDataset):
     """Iterable of episodes (support_x, support_y, query_x, query_y), numpy arrays:

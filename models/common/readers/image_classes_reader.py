@@ -19,15 +19,10 @@ import numpy as np
 # The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.episodes import EpisodeDataset  # noqa: E402
-from utils.config import Option, at_least, positive  # noqa: E402
+from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset  # noqa: E402
+from utils.config import Option  # noqa: E402
 
-READER_OPTIONS = [
-    Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
-    Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
-    Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
-    Option("k_query_test", int, 15, "query images per class in test episodes (infer.py)",
-           (positive, "an integer >= 1")),
+READER_OPTIONS = EPISODE_OPTIONS + [
     Option("n_way_test", int, 0, "classes per test episode (0: n_way)", (lambda v: v == 0 or v >= 2,
                                                                          "0 or an integer >= 2")),
     Option("imgsize", int, 84, "the prepared image size (datasets/<name>/run.sh decides it)",

@@ -19,8 +19,8 @@ import numpy as np
 # The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.episodes import EpisodeDataset  # noqa: E402
-from utils.config import Option, at_least, positive  # noqa: E402
+from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset  # noqa: E402
+from utils.config import Option  # noqa: E402
 
 IMAGE_SUFFIXES = (".png",)
 PREPARED = {"area": "images.npy", "nearest": "images_nearest.npy"}
@@ -161,12 +161,7 @@ class OmniglotCharacters:
         return len(self.images)
 
 
-READER_OPTIONS = [
-    Option("n_way", int, 5, "classes per task", (at_least(2), "an integer >= 2")),
-    Option("k_spt", int, 1, "support images per class (K shots)", (positive, "an integer >= 1")),
-    Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
-    Option("k_query_test", int, 15, "query images per class in test episodes (infer.py)",
-           (positive, "an integer >= 1")),
+READER_OPTIONS = EPISODE_OPTIONS + [
     Option("rotations", list, [0], "each character is one class per angle listed (degrees)",
            (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(r in (0, 90, 180, 270) and
                                                                    not isinstance(r, bool) for r in v),
