@@ -41,14 +41,21 @@ def make_batch(rng, tasks, n_way=3, k_spt=1, k_query=2, size=16):
 def reference_phi(net, theta, episode, batches):
     """SGD with the twice-differentiable primitives (not the fused kernels the
     project's inner loop uses), one plain step per minibatch."""
+    params = theta
+    for grads in minibatch_gradients(net, episode, batches, lambda: params):
+        params = [p - ALPHA * g for p, g in zip(params, grads)]
+    return params
+
+
+def minibatch_gradients(net, episode, batches, current):
+    """For each minibatch idx of BATCHES, the loss gradient on the episode's images
+    x[idx] at the weights current() returns (through the primitives)."""
     xs, ys, xq, yq = episode
     x, y = np.concatenate([xs, xq]), np.concatenate([ys, yq])
-    params = theta
     for idx in batches:
-        pt = [paddle.to_tensor(p, stop_gradient=False) for p in params]
+        pt = [paddle.to_tensor(p, stop_gradient=False) for p in current()]
         loss = cross_entropy(net(paddle.to_tensor(x[idx]), dict(zip(net.param_names, pt))), paddle.to_tensor(y[idx]))
-        params = [p - ALPHA * g.numpy() for p, g in zip(params, paddle.grad(loss, pt))]
-    return params
+        yield [g.numpy() for g in paddle.grad(loss, pt)]
 
 
 @pytest.mark.parametrize("tasks", [1, 3])  # serial and batched Reptile
@@ -123,13 +130,8 @@ def test_reptile_owns_its_generator_and_checkpoints_it():
 def reference_adam(net, theta, episode, batches, v, t, lr=ALPHA, beta2=0.999, eps=1e-8):
     """TensorFlow's Adam with beta1 = 0 (the authors' inner optimizer) in numpy on
     the primitives' gradients; V and T (the running state) are updated in place."""
-    xs, ys, xq, yq = episode
-    x, y = np.concatenate([xs, xq]), np.concatenate([ys, yq])
     params = theta
-    for idx in batches:
-        pt = [paddle.to_tensor(p, stop_gradient=False) for p in params]
-        loss = cross_entropy(net(paddle.to_tensor(x[idx]), dict(zip(net.param_names, pt))), paddle.to_tensor(y[idx]))
-        grads = [g.numpy() for g in paddle.grad(loss, pt)]
+    for grads in minibatch_gradients(net, episode, batches, lambda: params):
         t[0] += 1
         for i, g in enumerate(grads):
             v[i] = beta2 * v[i] + (1 - beta2) * g * g
