@@ -106,6 +106,28 @@ def write_split(folder, class_sizes, decode_class, imgsize):
     return {"classes": len(class_sizes), "images": total}
 
 
+def decode_images(folder, names, size):
+    """uint8 [len(names), size, size, 3], RGB: each image of FOLDER decoded and, if
+    it is not size x size already, resized with area interpolation."""
+    import cv2
+
+    images = np.zeros([len(names), size, size, 3], dtype=np.uint8)
+    for i, name in enumerate(names):
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                raw = np.frombuffer(f.read(), dtype=np.uint8)
+        except OSError:
+            raise PrepareError(f"{path} is missing or not a readable image") from None
+        image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+        if image is None:
+            raise PrepareError(f"{path} is missing or not a readable image")
+        if image.shape[:2] != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        images[i] = image[:, :, ::-1]  # OpenCV's BGR to RGB
+    return images
+
+
 def channel_stats(folder):
     """Per-channel mean and std of a split's images, in [0, 1] (computed in chunks)."""
     images = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")

@@ -24,7 +24,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import PrepareError, check_classes, prepare, read_split_file, ready, write_split  # noqa: E402
+from imagesets import (PrepareError, check_classes, decode_images, prepare, read_split_file, ready,  # noqa: E402
+                       write_split)
 
 IMGSIZE = 84
 SPLITS = {"train": ("train.csv", "mini-imagenet-cache-train.pkl"),
@@ -64,26 +65,6 @@ def read_csv_split(path):
     return classes
 
 
-def decode_jpgs(folder, names):
-    import cv2
-
-    images = np.zeros([len(names), IMGSIZE, IMGSIZE, 3], dtype=np.uint8)
-    for i, name in enumerate(names):
-        path = os.path.join(folder, name)
-        try:
-            with open(path, "rb") as f:
-                raw = np.frombuffer(f.read(), dtype=np.uint8)
-        except OSError:
-            raise PrepareError(f"{path} is missing or not a readable image") from None
-        image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-        if image is None:
-            raise PrepareError(f"{path} is missing or not a readable image")
-        if image.shape[:2] != (IMGSIZE, IMGSIZE):
-            image = cv2.resize(image, (IMGSIZE, IMGSIZE), interpolation=cv2.INTER_AREA)
-        images[i] = image[:, :, ::-1]  # OpenCV's BGR to RGB
-    return images
-
-
 def load_pickle(path):
     try:
         with open(path, "rb") as f:
@@ -109,7 +90,7 @@ def build(source, images_per_class):
                 where = os.path.join(source, csv_name)
                 files = read_csv_split(where)
                 check_classes(split, {c: len(v) for c, v in files.items()}, expected, images_per_class, where)
-                decode = lambda wnid: decode_jpgs(os.path.join(source, "images"), files[wnid])  # noqa: E731
+                decode = lambda wnid: decode_images(os.path.join(source, "images"), files[wnid], IMGSIZE)  # noqa: E731
             else:
                 where = os.path.join(source, pkl_name)
                 images, class_dict = load_pickle(where)

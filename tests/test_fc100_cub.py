@@ -1,0 +1,123 @@
+"""FC100 (from CIFAR-100's python version) and CUB-200-2011 (its image folders),
+each generated here in its exact on-disk format with few, tiny images: prepare,
+split counts, one-line errors on broken sources, episodes through the RGB reader."""
+import os
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+DATASETS = os.path.join(ROOT, "datasets")
+COARSE = ["aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+          "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+          "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+          "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+          "vehicles_1", "vehicles_2"]  # CIFAR-100's superclasses, in its meta file's order
+
+
+def run_sh(name, env_prefix, source, out, *extra):
+    env = dict(os.environ, **{f"{env_prefix}_SOURCE": str(source), f"{env_prefix}_DATA": str(out)})
+    return subprocess.run(["sh", os.path.join(DATASETS, name, "run.sh")] + list(extra), env=env,
+                          capture_output=True, text=True, timeout=300, cwd="/")
+
+
+def make_cifar100(root, per_part=(4, 2)):
+    """cifar-100-python/{train,test,meta}: Python pickles with bytes keys, as the real ones.
+    Fine class f belongs to superclass f % 20 and has a colour of its own."""
+    folder = root / "cifar-100-python"
+    os.makedirs(folder)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"class_{i:02d}".encode() for i in range(100)],
+                     b"coarse_label_names": [n.encode() for n in COARSE]}, f)
+    for part, n in zip(("train", "test"), per_part):
+        fine = np.repeat(np.arange(100), n)
+        planes = np.stack([np.full([32, 32], f * 2) for f in fine])[:, None].repeat(3, axis=1)  # [N, 3, 32, 32]
+        with open(folder / part, "wb") as f:
+            pickle.dump({b"data": planes.reshape([len(fine), -1]).astype(np.uint8), b"fine_labels": fine.tolist(),
+                         b"coarse_labels": (fine % 20).tolist()}, f)
+    return root
+
+
+def test_fc100_groups_cifar100_by_superclass(tmp_path):
+    result = run_sh("fc100", "FC100", make_cifar100(tmp_path / "src"), tmp_path / "data", "--images-per-class", "6")
+    assert result.returncode == 0, result.stderr
+    expected = {"train": [1, 2, 3, 4, 5, 6, 9, 10, 15, 17, 18, 19], "val": [8, 11, 13, 16], "test": [0, 7, 12, 14]}
+    for split, superclasses in expected.items():
+        rows = [line.split("\t") for line in open(tmp_path / "data" / split / "classes.txt").read().splitlines()]
+        fine = sorted(int(name[6:]) for name, _ in rows)
+        assert fine == sorted(f for f in range(100) if f % 20 in superclasses)  # 60 / 20 / 20 classes
+        images = np.load(tmp_path / "data" / split / "images.npy")
+        assert images.shape == (len(fine) * 6, 32, 32, 3)
+        first = int(rows[0][0][6:])
+        assert (images[:6] == first * 2).all()  # the class's own images, HWC
+
+
+def test_fc100_refuses_a_truncated_or_missing_source(tmp_path):
+    source = make_cifar100(tmp_path / "src")
+    path = source / "cifar-100-python" / "train"
+    path.write_bytes(path.read_bytes()[:100])
+    result = run_sh("fc100", "FC100", source, tmp_path / "data", "--images-per-class", "6")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "is not a CIFAR-100 python file" in result.stderr and not os.path.exists(tmp_path / "data")
+    result = run_sh("fc100", "FC100", tmp_path / "nowhere", tmp_path / "data")
+    assert result.returncode == 2 and "cifar-100-python" in result.stderr
+
+
+def make_cub(root, classes=12, per_class=(3, 5)):
+    """CUB_200_2011/images/NNN.Name/*.jpg with varying image counts and sizes."""
+    import cv2
+
+    images = root / "CUB_200_2011" / "images"
+    total = 0
+    for c in range(classes):
+        folder = images / f"{c + 1:03d}.Bird_{c}"
+        os.makedirs(folder)
+        for i in range(per_class[c % 2]):
+            colour = np.array([c * 20, i * 10, 0], dtype=np.uint8)  # RGB
+            cv2.imwrite(str(folder / f"Bird_{c}_{i:04d}.jpg"), np.tile(colour[::-1], (50 + i, 40, 1)))
+            total += 1
+    return root, classes, total
+
+
+def test_cub_splits_by_chen_et_al_rule(tmp_path):
+    source, classes, total = make_cub(tmp_path / "src")
+    result = run_sh("cub", "CUB", source, tmp_path / "data", "--expect", str(classes), str(total))
+    assert result.returncode == 0, result.stderr
+    names = sorted(os.listdir(source / "CUB_200_2011" / "images"))
+    for split, rule in (("train", lambda i: i % 2 == 0), ("val", lambda i: i % 4 == 1), ("test", lambda i: i % 4 == 3)):
+        rows = [line.split("\t") for line in open(tmp_path / "data" / split / "classes.txt").read().splitlines()]
+        assert [r[0] for r in rows] == [n for i, n in enumerate(names) if rule(i)]
+        images = np.load(tmp_path / "data" / split / "images.npy", mmap_mode="r")
+        assert images.shape == (sum(int(r[1]) for r in rows), 84, 84, 3)
+    val = np.load(tmp_path / "data" / "val" / "images.npy")
+    assert np.abs(val[0, 40, 40].astype(int) - [20, 0, 0]).max() <= 3  # class index 1, image 0, RGB
+
+
+def test_cub_refuses_an_incomplete_copy(tmp_path):
+    source, classes, total = make_cub(tmp_path / "src")
+    result = run_sh("cub", "CUB", source, tmp_path / "data", "--expect", str(classes), str(total + 1))
+    assert result.returncode == 2 and "expected 12 and" in result.stderr and "incomplete" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "data")
+
+
+@pytest.mark.parametrize("name", ["fc100", "cub"])
+def test_the_rgb_reader_draws_episodes_of_both(tmp_path, name):
+    from models.common.readers import image_classes_reader as reader
+
+    if name == "fc100":
+        assert run_sh("fc100", "FC100", make_cifar100(tmp_path / "src"), tmp_path / "data",
+                      "--images-per-class", "6").returncode == 0
+        size = 32
+    else:
+        source, classes, total = make_cub(tmp_path / "src")
+        assert run_sh("cub", "CUB", source, tmp_path / "data", "--expect", str(classes), str(total)).returncode == 0
+        size = 84
+    config = {"runner": {"train_data_dir": str(tmp_path / "data" / "train"), "seed": 1},
+              "hyper_parameters": {"n_way": 5, "k_spt": 1, "k_query": 2, "k_query_test": 1, "n_way_test": 0,
+                                   "imgsize": size, "normalize": "mean_std"}}
+    xs, ys, xq, yq = next(iter(reader.RecDataset.from_config(config, "train")))
+    assert xs.shape == (5, 3, size, size) and xq.shape == (10, 3, size, size)
+    assert sorted(ys.tolist()) == list(range(5))
