@@ -1,4 +1,5 @@
-"""FC100 (from CIFAR-100's python version) and CUB-200-2011 (its image folders),
+"""FC100 (from CIFAR-100's python version), CUB-200-2011 (its image folders) and
+tieredImageNet (both distributions),
 each generated here in its exact on-disk format with few, tiny images: prepare,
 split counts, one-line errors on broken sources, episodes through the RGB reader."""
 import os
@@ -121,3 +122,60 @@ def test_the_rgb_reader_draws_episodes_of_both(tmp_path, name):
     xs, ys, xq, yq = next(iter(reader.RecDataset.from_config(config, "train")))
     assert xs.shape == (5, 3, size, size) and xq.shape == (10, 3, size, size)
     assert sorted(ys.tolist()) == list(range(5))
+
+
+TIERED = {"train": (6, [3, 4]), "val": (5, [3]), "test": (5, [4])}  # classes, images per class (cycled)
+
+
+def make_tiered(root, kind):
+    """Each split's <split>_labels.pkl (Python 2 style, latin1) and its images as
+    Ren et al.'s PNG list or the npz (BGR) of MetaOptNet / Meta-Baseline."""
+    import cv2
+
+    os.makedirs(root)
+    expect = []
+    for split, (classes, sizes) in TIERED.items():
+        labels = [c for c in range(classes) for _ in range(sizes[c % len(sizes)])]
+        order = np.random.RandomState(0).permutation(len(labels))  # images of a class not together
+        labels = [labels[i] for i in order]
+        rgb = np.stack([np.tile(np.array([c * 30, i % 7 * 20, 9], dtype=np.uint8), (84, 84, 1))
+                        for i, c in enumerate(labels)])
+        with open(root / f"{split}_labels.pkl", "wb") as f:
+            pickle.dump({"label_specific": np.array(labels), "label_general": np.zeros(len(labels), int),
+                         "label_specific_str": [f"n{c:08d}" for c in range(classes)]}, f, protocol=2)
+        if kind == "png":
+            with open(root / f"{split}_images_png.pkl", "wb") as f:
+                pickle.dump([cv2.imencode(".png", im[:, :, ::-1])[1].tobytes() for im in rgb], f, protocol=2)
+        else:
+            np.savez(root / f"{split}_images.npz", images=rgb[..., ::-1])
+        expect += [str(classes), str(len(labels))]
+    return root, expect
+
+
+@pytest.mark.parametrize("kind", ["png", "npz"])
+def test_tieredimagenet_from_either_distribution(tmp_path, kind):
+    source, expect = make_tiered(tmp_path / "src", kind)
+    result = run_sh("tieredimagenet", "TIEREDIMAGENET", source, tmp_path / "data", "--expect", *expect)
+    assert result.returncode == 0, result.stderr
+    for split, (classes, _) in TIERED.items():
+        labels = pickle.load(open(source / f"{split}_labels.pkl", "rb"))["label_specific"]
+        rows = [line.split("\t") for line in open(tmp_path / "data" / split / "classes.txt").read().splitlines()]
+        assert [r[0] for r in rows] == [f"n{c:08d}" for c in range(classes)]
+        assert [int(r[1]) for r in rows] == [int((labels == c).sum()) for c in range(classes)]
+        images = np.load(tmp_path / "data" / split / "images.npy")
+        start = 0
+        for c, (_, n) in enumerate(rows):
+            assert (images[start: start + int(n), :, :, 0] == c * 30).all()  # class c's images, RGB
+            start += int(n)
+
+
+def test_tieredimagenet_refuses_a_wrong_count_or_a_broken_file(tmp_path):
+    source, expect = make_tiered(tmp_path / "src", "npz")
+    wrong = list(expect)
+    wrong[1] = str(int(wrong[1]) + 1)
+    result = run_sh("tieredimagenet", "TIEREDIMAGENET", source, tmp_path / "data", "--expect", *wrong)
+    assert result.returncode == 2 and "incomplete?" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    (source / "val_images.npz").write_bytes((source / "val_images.npz").read_bytes()[:200])
+    result = run_sh("tieredimagenet", "TIEREDIMAGENET", source, tmp_path / "data", "--expect", *expect)
+    assert result.returncode == 2 and "is not a tieredImageNet image file" in result.stderr
+    assert not os.path.exists(tmp_path / "data")
