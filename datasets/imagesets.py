@@ -161,6 +161,28 @@ def prepare(out, name, build, say=print):
                                               for split, c in result.items()))
 
 
+def run(name, source, out, what, make_build):
+    """What each set's prepare.py main does: with no source, "nothing to do" if OUT
+    is ready, else one line saying what to get (WHAT); with one, prepare(out, name,
+    make_build()). Errors are one line on stderr; returns the exit code."""
+    import sys
+
+    try:
+        if not source:
+            if ready(out):
+                print(f"{name} is ready in {out}; nothing to do")
+                return 0
+            raise PrepareError(what)
+        prepare(out, name, make_build())
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def check_classes(split, found, expected, images_per_class, source):
     """FOUND {class: n images} must hold exactly the EXPECTED classes with
     IMAGES_PER_CLASS images each; else PrepareError naming the first problem."""

@@ -17,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import PrepareError, decode_images, prepare, ready, write_split  # noqa: E402
+from imagesets import PrepareError, decode_images, run, write_split  # noqa: E402
 
 IMGSIZE = 84
 CLASSES, IMAGES = 200, 11788
@@ -65,21 +65,7 @@ def main(argv=None):
     parser.add_argument("--expect", type=int, nargs=2, default=[CLASSES, IMAGES], metavar=("CLASSES", "IMAGES"),
                         help="200 and 11788 in the real set")
     args = parser.parse_args(argv)
-    try:
-        if not args.source:
-            if ready(args.out):
-                print(f"CUB is ready in {args.out}; nothing to do")
-                return 0
-            raise PrepareError(WHAT)
-        prepare(args.out, "CUB", build(args.source, *args.expect))
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run("CUB", args.source, args.out, WHAT, lambda: build(args.source, *args.expect))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,8 +24,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import (PrepareError, check_classes, decode_images, prepare, read_split_file, ready,  # noqa: E402
-                       write_split)
+from imagesets import PrepareError, check_classes, decode_images, read_split_file, run, write_split  # noqa: E402
 
 IMGSIZE = 84
 SPLITS = {"train": ("train.csv", "mini-imagenet-cache-train.pkl"),
@@ -109,21 +108,7 @@ def main(argv=None):
     parser.add_argument("--out", default=os.environ.get("MINIIMAGENET_DATA", os.path.join(HERE, "data")))
     parser.add_argument("--images-per-class", type=int, default=600, help="600 in the real set")
     args = parser.parse_args(argv)
-    try:
-        if not args.source:
-            if ready(args.out):
-                print(f"miniImageNet is ready in {args.out}; nothing to do")
-                return 0
-            raise PrepareError(WHAT)
-        prepare(args.out, "miniImageNet", build(args.source, args.images_per_class))
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run("miniImageNet", args.source, args.out, WHAT, lambda: build(args.source, args.images_per_class))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import PrepareError, prepare, ready, write_split  # noqa: E402
+from imagesets import PrepareError, run, write_split  # noqa: E402
 
 IMGSIZE = 84
 EXPECTED = {"train": (351, 448695), "val": (97, 124261), "test": (160, 206209)}
@@ -117,21 +117,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     expected = EXPECTED if args.expect is None else {
         split: tuple(args.expect[2 * i: 2 * i + 2]) for i, split in enumerate(EXPECTED)}
-    try:
-        if not args.source:
-            if ready(args.out):
-                print(f"tieredImageNet is ready in {args.out}; nothing to do")
-                return 0
-            raise PrepareError(WHAT)
-        prepare(args.out, "tieredImageNet", build(args.source, expected))
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run("tieredImageNet", args.source, args.out, WHAT, lambda: build(args.source, expected))
 
 if __name__ == "__main__":
     sys.exit(main())
