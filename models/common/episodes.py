@@ -26,6 +26,8 @@ EPISODE_OPTIONS = [
     Option("k_query", int, 15, "query images per class in meta-training", (positive, "an integer >= 1")),
     Option("k_query_test", int, 15, "query images per class in test episodes (infer.py)",
            (positive, "an integer >= 1")),
+    Option("n_way_test", int, 0, "classes per test episode (0: n_way); Prototypical Networks train with more",
+           (lambda v: v == 0 or v >= 2, "0 or an integer >= 2")),
 ]
 
 

@@ -23,8 +23,6 @@ from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset  # noqa: E402
 from utils.config import Option  # noqa: E402
 
 READER_OPTIONS = EPISODE_OPTIONS + [
-    Option("n_way_test", int, 0, "classes per test episode (0: n_way)", (lambda v: v == 0 or v >= 2,
-                                                                         "0 or an integer >= 2")),
     Option("imgsize", int, 84, "the prepared image size (datasets/<name>/run.sh decides it)",
            (lambda v: 16 <= v <= 1024, "an integer from 16 to 1024")),
     Option("normalize", str, "unit", "unit: x / 255 (the MAML authors'); mean_std: per-channel mean and std "

@@ -172,8 +172,6 @@ READER_OPTIONS = EPISODE_OPTIONS + [
            (lambda v: 16 <= v <= 1024, "an integer from 16 to 1024")),
     Option("resize", str, "area", "how drawings are resized to imgsize: area (grey levels at the edges) or "
            "nearest (binary, as the MAML authors' PIL resize of the 1-bit PNGs)", choices=["area", "nearest"]),
-    Option("n_way_test", int, 0, "classes per test episode (0: n_way); Prototypical Networks train with more",
-           (lambda v: v == 0 or v >= 2, "0 or an integer >= 2")),
 ]
 
 
