@@ -31,6 +31,16 @@ EPISODE_OPTIONS = [
 ]
 
 
+def mode_settings(config, mode):
+    """(data folder, its config key, ways, queries per class) of MODE: "train", or
+    "infer" (the test folder, or the validation one when config["validation"])."""
+    hp, runner = config["hyper_parameters"], config["runner"]
+    if mode == "train":
+        return runner["train_data_dir"], "runner.train_data_dir", hp["n_way"], hp["k_query"]
+    key = "runner.val_data_dir" if config.get("validation") else "runner.test_data_dir"
+    return runner["test_data_dir"], key, hp["n_way_test"] or hp["n_way"], hp["k_query_test"]
+
+
 class EpisodeDataset(paddle.io.IterableDataset):
     """Iterable of episodes (support_x, support_y, query_x, query_y), numpy arrays:
         support_x float32 [n_way * k_spt, C, H, W], support_y int64 [n_way * k_spt]

@@ -94,8 +94,9 @@ def _leaf(tensor):
 
 
 class InnerLoop:
-    """lr: a number, or learned per-step rates {name: tensor [S]} (step k uses
-    entry min(k, S) - 1). adapted: the names the loop updates (None: every
+    """lr: a number, or learned rates {name: tensor [S] or [S, ...]}: step k uses
+    row min(k, S) - 1, broadcast against the weight (per-step rates of MAML++,
+    per-element rates of LEO as [1, ...]). adapted: the names the loop updates (None: every
     weight it is given); the others pass through unchanged. update_rule(weight,
     grad, rate) -> new weight, or an object with update(name, weight, grad, rate)
     and start_step() (InnerAdam)."""

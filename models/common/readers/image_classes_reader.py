@@ -19,7 +19,7 @@ import numpy as np
 # The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset  # noqa: E402
+from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset, mode_settings  # noqa: E402
 from utils.config import Option  # noqa: E402
 
 READER_OPTIONS = EPISODE_OPTIONS + [
@@ -90,17 +90,9 @@ def describe(config):
             "n_way_test": hp["n_way_test"] or hp["n_way"]}
 
 
-def _mode_settings(config, mode):
-    hp, runner = config["hyper_parameters"], config["runner"]
-    if mode == "train":
-        return runner["train_data_dir"], "runner.train_data_dir", hp["n_way"], hp["k_query"]
-    key = "runner.val_data_dir" if config.get("validation") else "runner.test_data_dir"
-    return runner["test_data_dir"], key, hp["n_way_test"] or hp["n_way"], hp["k_query_test"]
-
-
 def check_data(config, mode):
     """The reader interface's data check; the images stay on disk (memory-mapped)."""
-    data_dir, key, n_way, k_query = _mode_settings(config, mode)
+    data_dir, key, n_way, k_query = mode_settings(config, mode)
     classes = read_classes(data_dir, key)
     shots = config["hyper_parameters"]["k_spt"] + k_query
     if len(classes) < n_way:
@@ -120,7 +112,7 @@ class RecDataset(EpisodeDataset):
         if mode not in ("train", "infer"):
             raise ValueError(f"mode must be train or infer, got {mode!r}")
         hp, runner = config["hyper_parameters"], config["runner"]
-        data_dir, key, n_way, k_query = _mode_settings(config, mode)
+        data_dir, key, n_way, k_query = mode_settings(config, mode)
         seed, episodes = (runner["seed"], None) if mode == "train" else (runner["infer_seed"], runner["infer_episodes"])
         classes = load_classes(data_dir, key, hp["imgsize"])
         return cls(classes, n_way, hp["k_spt"], k_query, seed, num_episodes=episodes,

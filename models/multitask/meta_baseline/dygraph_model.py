@@ -18,10 +18,10 @@ sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.p
 import paddle  # noqa: E402
 
 from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # noqa: E402
+from models.common import pretrained  # noqa: E402
 from models.common.metric_model import CentroidModel  # noqa: E402
 from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones  # noqa: E402
 from models.multitask.meta_baseline.net import MetaBaselineNet  # noqa: E402
-from utils import checkpoint  # noqa: E402
 from utils.config import Option, positive  # noqa: E402
 
 HYPER_PARAMETER_OPTIONS = SGD_OPTIONS + [
@@ -50,16 +50,8 @@ class DygraphModel(CentroidModel):
         path = config["hyper_parameters"]["pretrained_encoder_path"]
         if not path:
             return
-        if not os.path.isfile(os.path.join(path, "meta.json")):  # a run folder: its newest good epoch
-            found = checkpoint.latest_good(path)
-            if found is None:
-                raise ValueError(f"hyper_parameters.pretrained_encoder_path: no Classifier-Baseline checkpoint in "
-                                 f"{path}; train models/multitask/classifier_baseline first, or set it to ''")
-            path = found[1]
-        meta = checkpoint.verify(path)
-        saved = {k: v for k, v in meta.get("network", {}).items() if k in backbone_description(config)}
-        if saved != backbone_description(config):
-            raise ValueError(f"hyper_parameters.pretrained_encoder_path: {path} holds the encoder {saved}, "
-                             f"but the config says {backbone_description(config)}")
-        model.load_encoder(paddle.load(os.path.join(path, "rec.pdparams")))
+        key = "hyper_parameters.pretrained_encoder_path"
+        path, meta = pretrained.resolve_checkpoint(path, key)
+        pretrained.check_encoder(path, meta, config, key)
+        model.load_encoder(pretrained.encoder_weights(path))
         print(f"encoder loaded from {path}")

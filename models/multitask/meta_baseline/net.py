@@ -13,11 +13,10 @@ class MetaBaselineNet(nn.Layer):
         self.temperature = self.create_parameter([1], default_initializer=nn.initializer.Constant(hp["temperature"]))
         self.temperature.stop_gradient = not hp["learn_temperature"]
 
-    def load_encoder(self, state_dict):
-        """The encoder's weights (and batch-norm statistics) from a state dict of a
-        model with an `encoder` sublayer, e.g. Classifier-Baseline's."""
-        encoder = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
-        missing = sorted(set(self.encoder.state_dict()) - set(encoder))
+    def load_encoder(self, encoder_weights):
+        """The encoder's weights (and batch-norm statistics), e.g. Classifier-Baseline's
+        (models/common/pretrained.encoder_weights)."""
+        missing = sorted(set(self.encoder.state_dict()) - set(encoder_weights))
         if missing:
             raise ValueError(f"the pretrained weights lack encoder.{missing[0]}")
-        self.encoder.set_state_dict(encoder)
+        self.encoder.set_state_dict(encoder_weights)
