@@ -8,6 +8,7 @@ MODEL_DIR = os.path.join(ROOT, "models", "multitask", "maml")
 TOOLS_DIR = os.path.join(ROOT, "tools")
 READERS_DIR = os.path.join(ROOT, "models", "common", "readers")
 SAMPLE_DATA = os.path.join(MODEL_DIR, "data", "sample_data")
+SHIPPED_ENCODER = os.path.join(ROOT, "models", "multitask", "classifier_baseline", "weights", "omniglot", "19")
 SHARED_OMNIGLOT = os.path.join(os.path.dirname(ROOT), "shared", "omniglot")
 for path in (ROOT, TOOLS_DIR):
     if path not in sys.path:
@@ -38,6 +39,26 @@ def quick_run_overrides(config_path, classes):
         overrides += ["-o", "runner.infer_ensemble_top=0"]
     if "pretrained_encoder_path" in hp:
         overrides += ["-o", "hyper_parameters.pretrained_encoder_path="]
+    if "encoder_path" in hp:  # LEO's Omniglot features: the shipped Classifier-Baseline encoder
+        overrides += ["-o", f"hyper_parameters.encoder_path={SHIPPED_ENCODER}"]
     if hp.get("n_way", 0) > classes:
         overrides += ["-o", f"hyper_parameters.n_way={classes}"]
     return overrides
+
+
+def shipped_configs(data, pattern="config*.yaml"):
+    """The shipped configs (paths relative to ROOT) whose training reader reads DATA:
+    "omniglot" (the Omniglot readers, features of Omniglot included), "images" (the
+    prepared RGB sets) or "leo_embeddings" (the LEO authors' files)."""
+    import glob
+
+    import yaml
+
+    readers = {"omniglot": ("omniglot_reader", "omniglot_images_reader", "encoder_features_reader"),
+               "images": ("image_classes_reader",), "leo_embeddings": ("leo_embeddings_reader",)}[data]
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "models", "multitask", "*", pattern))):
+        reader = os.path.basename(yaml.safe_load(open(path))["runner"]["train_reader_path"])
+        if reader in readers:
+            found.append(os.path.relpath(path, ROOT))
+    return found

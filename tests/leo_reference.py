@@ -20,7 +20,7 @@ def split(a):
 def summed_ce_and_weight_grad(x, y, w):
     """Cross-entropy summed over the rows of X (labels Y) with logits x . mean_k w[:, k];
     its gradient with respect to w [N, K, D]."""
-    n_way, k = w.shape[0], w.shape[1]
+    k = w.shape[1]
     logits = x @ w.mean(axis=1).T
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_z = np.log(np.exp(shifted).sum(axis=1))

@@ -9,7 +9,7 @@ import sys
 import paddle
 import pytest
 
-from conftest import MODEL_DIR, ROOT, quick_run_overrides
+from conftest import MODEL_DIR, ROOT, quick_run_overrides, shipped_configs
 
 SMALL = ["-o", "runner.train_batch_size=2", "-o", "runner.train_batches_per_epoch=3",
          "-o", "runner.epochs=2", "-o", "runner.print_interval=1", "-o", "runner.infer_episodes=12",
@@ -119,9 +119,7 @@ def test_plot_draws_the_curves_of_a_run(tmp_path):
     assert results["settings"]["hyper_parameters"]["update_step_test"] == 3
 
 
-SHIPPED_CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(
-    os.path.join(ROOT, "models", "multitask", "*", "config*.yaml"))
-    if "miniimagenet" not in p)  # the miniImageNet configs: tests/test_miniimagenet.py
+SHIPPED_CONFIGS = shipped_configs("omniglot")  # the others: test_miniimagenet.py, test_leo.py
 
 
 @pytest.mark.parametrize("config", SHIPPED_CONFIGS)

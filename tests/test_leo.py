@@ -1,8 +1,6 @@
 """LEO (models/multitask/leo): the meta-gradient through the latent inner loop and
 the fine-tuning steps against an independent float64 computation, reproducible
-sampling, gradient clipping as the authors', and the LEO authors' embedding files."""
-import pickle
-
+sampling, gradient clipping as the authors'. The readers and data: test_leo_data.py."""
 import numpy as np
 import paddle
 import pytest
@@ -173,38 +171,3 @@ def test_gradient_clipping_is_by_value_then_by_norm_per_tensor():
     first = np.array([0.1, -0.05, 0.02])
     np.testing.assert_allclose(clipped[0][1].numpy(), first * 0.1 / np.linalg.norm(first), rtol=1e-12)
     np.testing.assert_allclose(clipped[1][1].numpy(), [0.01, 0.02], rtol=1e-12)  # under both limits
-
-
-def write_leo_pickle(path, classes, per_class, dim, rng, prefix="0"):
-    """A file in the authors' format: a Python-2 style dict pickle (protocol 2), keys
-    '<anything>-<class>-<class>_<file>', float32 embeddings."""
-    keys, rows = [], []
-    for c in range(classes):
-        name = f"n{c:08d}"
-        for i in range(per_class):
-            keys.append(f"{prefix}{i}-{name}-{name}_{i:05d}.JPEG")
-            rows.append(rng.randn(dim).astype("float32") + c)
-    with open(path, "wb") as f:
-        pickle.dump({"keys": np.array(keys), "embeddings": np.stack(rows)}, f, protocol=2)
-
-
-def test_leo_embeddings_reader_reads_the_authors_format_and_refuses_broken_files(tmp_path):
-    from models.common.readers import leo_embeddings_reader as reader
-
-    rng = np.random.RandomState(8)
-    path = tmp_path / "train_embeddings.pkl"
-    write_leo_pickle(path, 6, 7, 640, rng)
-    classes = reader.load_embeddings(str(path), "runner.train_data_dir", 640)
-    assert len(classes) == 6 and all(c.shape == (7, 640) and c.dtype == np.float32 for c in classes)
-    assert abs(float(classes[3].mean()) - 3) < 0.2  # the rows of class 3, in order
-    with pytest.raises(ValueError, match="expected \\[42, 64\\]"):
-        reader.load_embeddings(str(path), "runner.train_data_dir", 64)
-    truncated = tmp_path / "truncated.pkl"
-    truncated.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="truncated.pkl is not a readable LEO embeddings pickle"):
-        reader.load_embeddings(str(truncated), "runner.train_data_dir", 640)
-    bad = tmp_path / "bad.pkl"
-    with open(bad, "wb") as f:
-        pickle.dump({"keys": np.array(["a-n1-n2_x.JPEG"]), "embeddings": np.zeros([1, 640], "float32")}, f)
-    with pytest.raises(ValueError, match="key 'a-n1-n2_x.JPEG' is not"):
-        reader.load_embeddings(str(bad), "runner.train_data_dir", 640)

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, quick_run_overrides
+from conftest import ROOT, quick_run_overrides, shipped_configs
 
 RUN_SH = os.path.join(ROOT, "datasets", "miniimagenet", "run.sh")
 SPLITS = {s: open(os.path.join(ROOT, "datasets", "miniimagenet", "splits", f"{s}.txt")).read().split()
@@ -160,8 +160,7 @@ def test_reader_memory_maps_and_samples_episodes(prepared):
     assert np.allclose(standard.transpose(0, 2, 3, 1), expected, atol=1e-5)
 
 
-MINI_CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(
-    os.path.join(ROOT, "models", "multitask", "*", "config*miniimagenet*.yaml")))
+MINI_CONFIGS = shipped_configs("images", "config*miniimagenet*.yaml")
 
 
 @pytest.mark.parametrize("config", MINI_CONFIGS)

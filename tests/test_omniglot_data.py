@@ -1,6 +1,5 @@
 """datasets/omniglot/run.sh against the offline source: correct, idempotent,
 atomic when killed, and refusing damaged archives; the fixed paper split."""
-import glob
 import os
 import shutil
 import signal
@@ -12,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import MODEL_DIR, ROOT, SHARED_OMNIGLOT, quick_run_overrides
+from conftest import MODEL_DIR, ROOT, SHARED_OMNIGLOT, quick_run_overrides, shipped_configs
 from models.common.readers.omniglot_reader import RecDataset
 
 RUN_SH = os.path.join(ROOT, "datasets", "omniglot", "run.sh")
@@ -164,8 +163,8 @@ def test_no_network_and_no_python_are_one_line_errors(tmp_path):
 
 
 @needs_data
-@pytest.mark.parametrize("config", sorted(os.path.relpath(p, MODEL_DIR) for p in glob.glob(
-    os.path.join(MODEL_DIR, "..", "*", "config_bigdata*.yaml")) if "miniimagenet" not in p))
+@pytest.mark.parametrize("config", [os.path.relpath(os.path.join(ROOT, p), MODEL_DIR)
+                                    for p in shipped_configs("omniglot", "config_bigdata*.yaml")])
 def test_every_paper_config_trains_and_infers_on_the_full_data(prepared, tmp_path, config):
     overrides = [f"runner.train_data_dir={prepared / 'paper' / 'train'}",
                  f"runner.test_data_dir={prepared / 'paper' / 'test'}",

@@ -163,5 +163,5 @@ def test_every_model_readme_documents_its_keys():
             continue
         module = importlib.import_module(f"models.multitask.{name}.dygraph_model")
         readme = open(os.path.join(os.path.dirname(folder), "README.md")).read()
-        documented = set(re.findall(r"^\| `hyper_parameters\.([a-z_.]+)` \|", readme, flags=re.M))
+        documented = set(re.findall(r"^\| `hyper_parameters\.([a-z0-9_.]+)` \|", readme, flags=re.M))
         assert documented == {o.name for o in module.HYPER_PARAMETER_OPTIONS}, name

@@ -51,7 +51,7 @@ HYPER_PARAMETER_OPTIONS = [
     Option("dropout_rate", float, 0.5, "dropout on the features in meta-training",
            (lambda v: 0 <= v < 1, "a number from 0 to below 1")),
     Option("kl_weight", float, 1e-3, "beta: weight of the latent KL term", (at_least(0), "a number >= 0")),
-    Option("encoder_penalty_weight", float, 1e-9, "gamma: weight of ||stop_grad(z') - z||^2",
+    Option("encoder_penalty_weight", float, 1e-9, "gamma: weight of the squared distance between stop_grad(z') and z",
            (at_least(0), "a number >= 0")),
     Option("l2_penalty_weight", float, 1e-8, "lambda_1: weight of the L2 penalty", (at_least(0), "a number >= 0")),
     Option("orthogonality_penalty_weight", float, 1e-3, "lambda_2: weight of the decoder orthogonality penalty",
@@ -108,7 +108,7 @@ def leo_episodes(model, feeds, hp, n_way, noise=None):
     per-task encoder penalty)."""
     xs, ys, xq, _ = feeds
     training = noise is not None
-    tasks, k_spt = xs.shape[0], xs.shape[1] // n_way
+    tasks = xs.shape[0]
     masks = iter(noise["support_masks"]) if training else itertools.repeat(None)
     weight_noise = iter(noise["weights"]) if training else itertools.repeat(None)
 

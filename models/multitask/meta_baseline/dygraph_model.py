@@ -15,7 +15,6 @@ import sys
 # The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-import paddle  # noqa: E402
 
 from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # noqa: E402
 from models.common import pretrained  # noqa: E402
