@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, shipped_configs
 
 DATASETS = os.path.join(ROOT, "datasets")
 COARSE = ["aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
@@ -77,7 +77,7 @@ def make_cub(root, classes=12, per_class=(3, 5)):
         folder = images / f"{c + 1:03d}.Bird_{c}"
         os.makedirs(folder)
         for i in range(per_class[c % 2]):
-            colour = np.array([c * 20, i * 10, 0], dtype=np.uint8)  # RGB
+            colour = np.array([c * 20 % 250, i * 10, 0], dtype=np.uint8)  # RGB
             cv2.imwrite(str(folder / f"Bird_{c}_{i:04d}.jpg"), np.tile(colour[::-1], (50 + i, 40, 1)))
             total += 1
     return root, classes, total
@@ -179,3 +179,40 @@ def test_tieredimagenet_refuses_a_wrong_count_or_a_broken_file(tmp_path):
     result = run_sh("tieredimagenet", "TIEREDIMAGENET", source, tmp_path / "data", "--expect", *expect)
     assert result.returncode == 2 and "is not a tieredImageNet image file" in result.stderr
     assert not os.path.exists(tmp_path / "data")
+
+
+def prepare_generated(name, root):
+    """A small generated copy of NAME prepared into ROOT / "data"; returns that folder."""
+    if name == "fc100":
+        result = run_sh("fc100", "FC100", make_cifar100(root / "src"), root / "data", "--images-per-class", "6")
+    elif name == "cub":
+        source, classes, total = make_cub(root / "src", classes=20)
+        result = run_sh("cub", "CUB", source, root / "data", "--expect", str(classes), str(total))
+    else:
+        source, expect = make_tiered(root / "src", "npz")
+        result = run_sh("tieredimagenet", "TIEREDIMAGENET", source, root / "data", "--expect", *expect)
+    assert result.returncode == 0, result.stderr
+    return root / "data"
+
+
+@pytest.mark.parametrize("config", [c for c in shipped_configs("images") if "miniimagenet" not in c])
+def test_every_tiered_cub_fc100_config_trains_and_infers(tmp_path, config):
+    """Each MAML config of these sets, a short run on its generated data (miniImageNet's:
+    test_miniimagenet.py)."""
+    import sys
+
+    name = next(n for n in ("tieredimagenet", "cub", "fc100") if n in config)
+    data = prepare_generated(name, tmp_path)
+    small = {"runner.train_data_dir": data / "train", "runner.test_data_dir": data / "test",
+             "runner.val_data_dir": data / "val", "runner.val_episodes": 2, "runner.train_batch_size": 1,
+             "runner.train_batches_per_epoch": 2, "runner.epochs": 1, "runner.infer_episodes": 2,
+             "runner.infer_start_epoch": 0, "runner.infer_end_epoch": 1, "runner.infer_batch_size": 1,
+             "hyper_parameters.update_step": 1, "hyper_parameters.update_step_test": 1,
+             "hyper_parameters.k_spt": 1, "hyper_parameters.k_query": 1, "hyper_parameters.k_query_test": 1,
+             "runner.model_save_path": tmp_path / "ckpt", "runner.infer_load_path": tmp_path / "ckpt"}
+    args = [a for key, value in small.items() for a in ("-o", f"{key}={value}")]
+    for script in ("tools/trainer.py", "tools/infer.py"):
+        result = subprocess.run([sys.executable, script, "-m", config] + args, cwd=ROOT, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    assert "epoch 0: 2 test episodes" in result.stdout
