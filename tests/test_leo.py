@@ -171,3 +171,33 @@ def test_gradient_clipping_is_by_value_then_by_norm_per_tensor():
     first = np.array([0.1, -0.05, 0.02])
     np.testing.assert_allclose(clipped[0][1].numpy(), first * 0.1 / np.linalg.norm(first), rtol=1e-12)
     np.testing.assert_allclose(clipped[1][1].numpy(), [0.01, 0.02], rtol=1e-12)  # under both limits
+
+
+def test_a_non_finite_gradient_is_replaced_by_the_authors_guard_and_training_goes_on(tmp_path):
+    """The authors' grads_and_vars: an overflowing step (here features so large that
+    exp overflows in the decoder) updates with the gradient of 1e-4 * sum ||W||^2 / 2."""
+    from trainer import train_step
+
+    model = make_net(11)
+    model_def = DygraphModel()
+    tasks = make_tasks(np.random.RandomState(12))
+    huge = [(xs * 1e30, ys, xq, yq) for xs, ys, xq, yq in tasks]
+    cfg = dict(config(), runner={"seed": 1})
+    optimizer = model_def.create_optimizer(model, cfg)
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    seen = {}
+    original = model_def.replace_nonfinite_gradients
+
+    def spy(net, c):
+        handled = original(net, c)
+        seen.update({n: p.grad.numpy().copy() for n, p in net.named_parameters()})
+        return handled
+
+    model_def.replace_nonfinite_gradients = spy
+    loss = train_step(model_def, model, optimizer, model_def.create_metrics(cfg)[0], huge, cfg, "the test",
+                      str(tmp_path))
+    assert not np.isfinite(loss)
+    np.testing.assert_allclose(seen["decoder"], 1e-4 * before["decoder"], rtol=1e-12)
+    assert not seen["inner_lr"].any() and not seen["finetuning_lr"].any()
+    assert not np.array_equal(model.decoder.numpy(), before["decoder"])  # the update happened
+    assert np.array_equal(model.inner_lr.numpy(), before["inner_lr"])

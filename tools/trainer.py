@@ -44,7 +44,8 @@ def backward(model_def, model, metrics, batch, config, rank=0, world=1):
 def train_step(model_def, model, optimizer, metrics, batch, config, where, save_path, rank=0, world=1):
     """One update on the batch BATCH: backward, then the optimizer step. A
     non-finite loss or gradient stops the run before the parameters change
-    (FloatingPointError naming WHERE)."""
+    (FloatingPointError naming WHERE), unless the model replaces the gradients
+    (its replace_nonfinite_gradients hook, e.g. LEO's authors' guard)."""
     loss_value = backward(model_def, model, metrics, batch, config, rank, world)
     problem = f"loss is {loss_value}" if not math.isfinite(loss_value) else None
     if problem is None:
@@ -52,6 +53,9 @@ def train_step(model_def, model, optimizer, metrics, batch, config, where, save_
                                               if p.grad is not None]))
         if not math.isfinite(grad_square_sum):
             problem = f"gradient is {grad_square_sum}"
+    if problem is not None and model_def.replace_nonfinite_gradients(model, config):
+        print(f"warning: {problem} at {where}; the model's fallback gradient is used instead")
+        problem = None
     if problem is not None:
         last = checkpoint.latest_good(save_path, warn=lambda _: None)
         kept = f"; the last good checkpoint is {last[1]}" if last else ""

@@ -17,6 +17,9 @@ The drivers (tools/trainer.py, tools/infer.py) call, on a model's DygraphModel:
     chance_loss(config): the training loss of a model that has learnt nothing (the trainer
         warns when the loss stays there); estimate_batch_bytes(config) -> (bytes, what):
         memory one training batch needs, naming the keys it grows with (checked before training)
+    replace_nonfinite_gradients(model, config) -> bool: called when the loss or a gradient is not
+        finite; True: the model has put usable gradients in place and the update goes on (default:
+        False, the trainer stops before the update)
 """
 import math
 
@@ -37,6 +40,9 @@ class FewShotModel:
 
     def get_state(self):
         return None
+
+    def replace_nonfinite_gradients(self, model, config):
+        return False
 
     def set_state(self, state):
         pass

@@ -208,6 +208,17 @@ class DygraphModel(FewShotModel):
         metrics_list[1].update(accuracy(logits.detach(), feeds[3]))
         return metrics_list, {}
 
+    def replace_nonfinite_gradients(self, model, config):
+        """The authors' guard (model.py, grads_and_vars): when the loss or a gradient is
+        not finite, the gradient of 1e-4 * sum ||W||^2 / 2 over the penalised weights
+        (zero for the learned rates) replaces it, pulling the weights back."""
+        penalised = {id(w) for w in model.penalised_weights()}
+        with paddle.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.set_value(1e-4 * p if id(p) in penalised else paddle.zeros_like(p))
+        return True
+
     def estimate_batch_bytes(self, config):
         """The relation network's pairs dominate: tasks x (N K)^2 x 2L floats, a few copies."""
         hp, runner = config["hyper_parameters"], config["runner"]
