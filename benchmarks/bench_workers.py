@@ -10,19 +10,25 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(ROOT, "models", "multitask", "maml")
 
+OMNIGLOT = dict(config="config_bigdata.yaml", channels=1, size=28, filters=64, net="stride")
 SETTINGS = {
-    "5way1shot": dict(n_way=5, k_spt=1, k_query=1, meta_batch=32, steps=1, alpha=0.4, tasks_per_pass=0),
-    "20way1shot": dict(n_way=20, k_spt=1, k_query=1, meta_batch=16, steps=5, alpha=0.1, tasks_per_pass=4),
+    "5way1shot": dict(OMNIGLOT, n_way=5, k_spt=1, k_query=1, meta_batch=32, steps=1, alpha=0.4, tasks_per_pass=0),
+    "20way1shot": dict(OMNIGLOT, n_way=20, k_spt=1, k_query=1, meta_batch=16, steps=5, alpha=0.1, tasks_per_pass=4),
+    # config_bigdata_miniimagenet_1shot.yaml: 84 x 84 x 3, 32 filters, max-pool, the classifier on 32 x 5 x 5
+    "mini5way1shot": dict(config="config_bigdata_miniimagenet_1shot.yaml", channels=3, size=84, filters=32,
+                          net="maxpool_flatten", n_way=5, k_spt=1, k_query=15, meta_batch=4, steps=5, alpha=0.01,
+                          tasks_per_pass=0),
 }
 
 
-def conv4_shapes(n_way):
-    """Parameter shapes of the conv-4 network, in the project's order."""
-    shapes, channels = [], 1
+def conv4_shapes(s):
+    """Parameter shapes of the setting's conv-4 network, in the project's order."""
+    shapes, channels, width = [], s["channels"], s["filters"]
     for _ in range(4):
-        shapes += [[64, channels, 3, 3], [64], [64], [64]]
-        channels = 64
-    return shapes + [[64, n_way], [n_way]]
+        shapes += [[width, channels, 3, 3], [width], [width], [width]]
+        channels = width
+    features = width * 5 * 5 if s["net"] == "maxpool_flatten" else width
+    return shapes + [[features, s["n_way"]], [s["n_way"]]]
 
 
 def timed(step, reps):
@@ -46,19 +52,19 @@ def peak_rss_mb():
 def fake_episodes(s, rng):
     import numpy as np
 
-    n, k, q = s["n_way"], s["k_spt"], s["k_query"]
-    return [(rng.rand(n * k, 1, 28, 28).astype("float32"), np.repeat(np.arange(n), k),
-             rng.rand(n * q, 1, 28, 28).astype("float32"), np.repeat(np.arange(n), q))
+    n, k, q, image = s["n_way"], s["k_spt"], s["k_query"], (s["channels"], s["size"], s["size"])
+    return [(rng.rand(n * k, *image).astype("float32"), np.repeat(np.arange(n), k),
+             rng.rand(n * q, *image).astype("float32"), np.repeat(np.arange(n), q))
             for _ in range(s["meta_batch"])]
 
 
-def load_maml(overrides=()):
-    """(config, DygraphModel) of MAML's config_bigdata.yaml, as the drivers load them."""
+def load_maml(overrides=(), config="config_bigdata.yaml"):
+    """(config, DygraphModel) of one of MAML's configs, as the drivers load them."""
     sys.path[:0] = [os.path.join(ROOT, "tools")]
     import utils  # noqa: F401  (the project's runtime settings, as the drivers)
     from utils import runtime
 
-    return runtime.load_model_and_config(os.path.join(MODEL_DIR, "config_bigdata.yaml"), list(overrides))[:2]
+    return runtime.load_model_and_config(os.path.join(MODEL_DIR, config), list(overrides))[:2]
 
 
 def worker_project(s, order, reps):
@@ -68,7 +74,8 @@ def worker_project(s, order, reps):
         f"hyper_parameters.n_way={s['n_way']}", f"hyper_parameters.k_spt={s['k_spt']}",
         f"hyper_parameters.k_query={s['k_query']}", f"hyper_parameters.update_step={s['steps']}",
         f"hyper_parameters.base_optimizer.learning_rate={s['alpha']}", f"hyper_parameters.tasks_per_pass={s['tasks_per_pass']}",
-        "hyper_parameters.inner_loss_reduction=mean", f"hyper_parameters.first_order={order == 'first'}"])
+        "hyper_parameters.inner_loss_reduction=mean", f"hyper_parameters.first_order={order == 'first'}"],
+        s["config"])
     sys.path[:0] = [os.path.join(ROOT, "tools")]
     from trainer import backward
     from utils import distributed
@@ -100,16 +107,19 @@ def worker_naive(s, order, reps):
     def forward(x, p):
         h = x
         for i in range(4):
-            h = F.conv2d(h, p[4 * i], p[4 * i + 1], stride=2, padding="SAME")
-            h = F.relu(bn(h, p[4 * i + 2], p[4 * i + 3]))
-        return paddle.matmul(h.mean(axis=[2, 3]), p[16]) + p[17]
+            if s["net"] == "stride":
+                h = F.relu(bn(F.conv2d(h, p[4 * i], p[4 * i + 1], stride=2, padding="SAME"), p[4 * i + 2], p[4 * i + 3]))
+            else:  # Paddle has no CPU double gradient for max_pool2d: second order fails here
+                h = F.max_pool2d(F.relu(bn(F.conv2d(h, p[4 * i], p[4 * i + 1], padding=1), p[4 * i + 2], p[4 * i + 3])), 2)
+        features = h.mean(axis=[2, 3]) if s["net"] == "stride" else h.reshape([h.shape[0], -1])
+        return paddle.matmul(features, p[16]) + p[17]
 
     def xent(logits, y):
         m = logits.detach().max(axis=-1, keepdim=True)
         lse = paddle.log(paddle.exp(logits - m).sum(-1)) + m.squeeze(-1)
         return (lse - (logits * F.one_hot(y, logits.shape[-1])).sum(-1)).mean()
 
-    params = [paddle.create_parameter(sh, "float32") for sh in conv4_shapes(s["n_way"])]
+    params = [paddle.create_parameter(sh, "float32") for sh in conv4_shapes(s)]
     optimizer = paddle.optimizer.Adam(0.001, parameters=params)
     batch = [[paddle.to_tensor(a) for a in e] for e in fake_episodes(s, np.random.RandomState(0))]
 
@@ -140,12 +150,16 @@ def worker_torch(s, order, reps):
     def forward(x, p):
         h = x
         for i in range(4):
-            h = F.conv2d(h, p[4 * i], p[4 * i + 1], stride=2, padding=1)
+            stride, padding = (2, 1) if s["net"] == "stride" else (1, 1)
+            h = F.conv2d(h, p[4 * i], p[4 * i + 1], stride=stride, padding=padding)
             h = F.relu(F.batch_norm(h, None, None, p[4 * i + 2], p[4 * i + 3], training=True))
-        return h.mean(dim=[2, 3]) @ p[16] + p[17]
+            if s["net"] != "stride":
+                h = F.max_pool2d(h, 2)
+        features = h.mean(dim=[2, 3]) if s["net"] == "stride" else h.flatten(1)
+        return features @ p[16] + p[17]
 
     torch.manual_seed(0)
-    params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in conv4_shapes(s["n_way"])]
+    params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in conv4_shapes(s)]
     optimizer = torch.optim.Adam(params, 0.001)
     batch = [[torch.from_numpy(np.asarray(a)) for a in e] for e in fake_episodes(s, np.random.RandomState(0))]
 
