@@ -161,10 +161,11 @@ def prepare(out, name, build, say=print):
                                               for split, c in result.items()))
 
 
-def run(name, source, out, what, make_build):
+def run(name, source, out, what, make_build, prepare_into=None):
     """What each set's prepare.py main does: with no source, "nothing to do" if OUT
     is ready, else one line saying what to get (WHAT); with one, prepare(out, name,
-    make_build()). Errors are one line on stderr; returns the exit code."""
+    make_build()) (or PREPARE_INTO(out, name, build) for a set of other files than
+    images). Errors are one line on stderr; returns the exit code."""
     import sys
 
     try:
@@ -173,7 +174,7 @@ def run(name, source, out, what, make_build):
                 print(f"{name} is ready in {out}; nothing to do")
                 return 0
             raise PrepareError(what)
-        prepare(out, name, make_build())
+        (prepare_into or prepare)(out, name, make_build())
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -62,3 +62,16 @@ def shipped_configs(data, pattern="config*.yaml"):
         if reader in readers:
             found.append(os.path.relpath(path, ROOT))
     return found
+
+
+def train_and_infer(config, overrides):
+    """tools/trainer.py, then tools/infer.py, on CONFIG (relative to ROOT) with OVERRIDES
+    {key: value} as -o options; both must succeed. Returns infer's stdout."""
+    import subprocess
+
+    args = [a for key, value in overrides.items() for a in ("-o", f"{key}={value}")]
+    for script in ("tools/trainer.py", "tools/infer.py"):
+        result = subprocess.run([sys.executable, script, "-m", config] + args, cwd=ROOT, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    return result.stdout

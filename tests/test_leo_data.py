@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, SAMPLE_DATA, SHIPPED_ENCODER, load_model_config, shipped_configs
+from conftest import ROOT, SAMPLE_DATA, SHIPPED_ENCODER, load_model_config, shipped_configs, train_and_infer
 
 
 def write_leo_pickle(path, classes, per_class, dim, rng, prefix="0"):
@@ -152,9 +152,6 @@ def test_broken_embedding_sources_are_one_line_and_leave_nothing(tmp_path, damag
 
 @pytest.mark.parametrize("config", shipped_configs("leo_embeddings"))
 def test_every_leo_embeddings_config_trains_and_infers(embeddings, tmp_path, config):
-    import subprocess
-    import sys
-
     dataset = "miniImageNet" if "miniimagenet" in config else "tieredImageNet"
     folder = embeddings / dataset / "center"
     small = {"runner.train_data_dir": folder / "train_embeddings.pkl",
@@ -164,9 +161,5 @@ def test_every_leo_embeddings_config_trains_and_infers(embeddings, tmp_path, con
              "runner.infer_episodes": 2, "runner.infer_start_epoch": 0, "runner.infer_end_epoch": 1,
              "hyper_parameters.k_query": 1, "hyper_parameters.k_query_test": 1,
              "runner.model_save_path": tmp_path / "ckpt", "runner.infer_load_path": tmp_path / "ckpt"}
-    args = [a for key, value in small.items() for a in ("-o", f"{key}={value}")]
-    for script in ("tools/trainer.py", "tools/infer.py"):
-        result = subprocess.run([sys.executable, script, "-m", config] + args, cwd=ROOT, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-    assert "epoch 0: 2 test episodes" in result.stdout and "  acc_latent: " in result.stdout
+    stdout = train_and_infer(config, small)
+    assert "epoch 0: 2 test episodes" in stdout and "  acc_latent: " in stdout

@@ -23,7 +23,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [os.path.dirname(HERE), ROOT, os.path.join(ROOT, "tools")]
-from imagesets import PrepareError, install, ready, write_ready  # noqa: E402
+from imagesets import PrepareError, install, ready, run, write_ready  # noqa: E402
 
 FORMAT = 1
 SPLITS = ("train", "val", "test")
@@ -102,27 +102,23 @@ def build(source, examples_per_class):
     return build_into
 
 
+def install_checked(out, name, build):
+    """BUILD (which writes READY itself) into OUT, atomically, unless OUT is ready."""
+    if ready(out, FORMAT):
+        print(f"{name} are ready in {out}; nothing to do")
+        return
+    install(out, build)
+    print(f"ready in {out}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=os.environ.get("LEO_EMBEDDINGS_SOURCE", ""))
     parser.add_argument("--out", default=os.environ.get("LEO_EMBEDDINGS_DATA", os.path.join(HERE, "data")))
     parser.add_argument("--examples-per-class", type=int, default=600, help="600 in the real files")
     args = parser.parse_args(argv)
-    try:
-        if ready(args.out, FORMAT):
-            print(f"LEO embeddings are ready in {args.out}; nothing to do")
-            return 0
-        if not args.source:
-            raise PrepareError(WHAT)
-        install(args.out, build(args.source, args.examples_per_class))
-        print(f"ready in {args.out}")
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    return 0
+    return run("LEO embeddings", args.source, args.out, WHAT, lambda: build(args.source, args.examples_per_class),
+               prepare_into=install_checked)
 
 
 if __name__ == "__main__":

@@ -110,9 +110,7 @@ def _save(path, features):
 class RecDataset(FeatureEpisodes):
     """Episodes of encoder features (see feature_episodes.FeatureEpisodes)."""
 
-    @classmethod
-    def from_config(cls, config, mode):
-        if mode not in ("train", "infer"):
-            raise ValueError(f"mode must be train or infer, got {mode!r}")
+    @staticmethod
+    def load(config, mode):
         data_dir, _, _, _ = mode_settings(config, mode)
-        return cls.build(cached_features(data_dir, config), config, mode, f"data directory {data_dir}")
+        return cached_features(data_dir, config), f"data directory {data_dir}"

@@ -39,6 +39,15 @@ class FeatureEpisodes(EpisodeDataset):
     """Episodes of feature vectors: classes float32 [images, D] each."""
 
     @classmethod
+    def from_config(cls, config, mode):
+        """The reader interface: the classes of MODE's data (the subclass's load(config, mode)
+        -> (classes, source name)) as the training or test sampler."""
+        if mode not in ("train", "infer"):
+            raise ValueError(f"mode must be train or infer, got {mode!r}")
+        classes, source = cls.load(config, mode)
+        return cls.build(classes, config, mode, source)
+
+    @classmethod
     def build(cls, classes, config, mode, source):
         hp, runner = config["hyper_parameters"], config["runner"]
         _, _, n_way, k_query = mode_settings(config, mode)

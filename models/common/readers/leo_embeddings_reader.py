@@ -68,11 +68,8 @@ def load_embeddings(path, key, feature_size):
 class RecDataset(FeatureEpisodes):
     """Episodes of the authors' embeddings (see feature_episodes.FeatureEpisodes)."""
 
-    @classmethod
-    def from_config(cls, config, mode):
-        if mode not in ("train", "infer"):
-            raise ValueError(f"mode must be train or infer, got {mode!r}")
+    @staticmethod
+    def load(config, mode):
         path, key, _, _ = mode_settings(config, mode)
         check_data(config, mode)
-        classes = load_embeddings(path, key, config["hyper_parameters"]["feature_size"])
-        return cls.build(classes, config, mode, path)
+        return load_embeddings(path, key, config["hyper_parameters"]["feature_size"]), path
