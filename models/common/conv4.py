@@ -195,11 +195,12 @@ class Conv4(nn.Layer):
             # subtracts again: its exact gradient is zero. Kept as a weight (the authors'
             # network has it) and in the graph at the cost of a [T*C] operation.
             shift = shift + 0.0 * params[f"conv{i}.bias"].reshape([-1])
-            if i == 0:
+            if i == 0:  # every task's weights copied per image: [B, T, C, L], no transpose after
                 patches, (out_h, out_w) = self._first_layer_patches(x)
-                h = paddle.matmul(w.reshape([tasks, channels, -1]), patches)  # [T, C, B*L]
-                h = self.activation(norm(h.reshape([1, tasks * channels, batch, out_h * out_w]), scale, shift))
-                h = h.reshape([tasks * channels, batch, out_h, out_w]).transpose([1, 0, 2, 3])
+                # Copies as ones[B, 1] @ w (Paddle's matmul has no double grad when it broadcasts)
+                per_image = paddle.matmul(paddle.ones([batch, 1], dtype=w.dtype), w.reshape([1, -1]))
+                h = paddle.matmul(per_image.reshape([batch, tasks, channels, -1]), patches)
+                h = self.activation(norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift))
             else:
                 kernels = w.reshape([tasks * channels, w.shape[2], 3, 3])
                 if self.downsample == "stride":
@@ -235,9 +236,11 @@ class Conv4(nn.Layer):
 
     def _first_layer_patches(self, x):
         """x: [T, B, C, H, W] -> the first convolution's input patches
-        [T, C*9, B*L] (L output positions) and the output size (H', W')."""
+        [B, T, C*9, L] (L output positions) and the output size (H', W'). The data is
+        put image-major first: transposing the C input channels is far cheaper than
+        transposing the first layer's output."""
         tasks, batch, channels, height, width = x.shape
-        images = x.reshape([tasks * batch, channels, height, width])
+        images = x.transpose([1, 0, 2, 3, 4]).reshape([batch * tasks, channels, height, width])
         if self.downsample == "stride":  # TF's SAME padding: the odd extra row/column at the end
             (top, bottom), (left, right) = same_padding(height), same_padding(width)
             patches = F.unfold(images, [3, 3], strides=2, paddings=[top, left, bottom, right])
@@ -245,9 +248,7 @@ class Conv4(nn.Layer):
         else:
             patches = F.unfold(images, [3, 3], strides=1, paddings=1)
             out_size = (height, width)
-        positions = out_size[0] * out_size[1]
-        patches = patches.reshape([tasks, batch, channels * 9, positions]).transpose([0, 2, 1, 3])
-        return patches.reshape([tasks, channels * 9, batch * positions]), out_size
+        return patches.reshape([batch, tasks, channels * 9, out_size[0] * out_size[1]]), out_size
 
 
 NETWORK_OPTIONS = [
