@@ -201,3 +201,14 @@ def test_a_non_finite_gradient_is_replaced_by_the_authors_guard_and_training_goe
     assert not seen["inner_lr"].any() and not seen["finetuning_lr"].any()
     assert not np.array_equal(model.decoder.numpy(), before["decoder"])  # the update happened
     assert np.array_equal(model.inner_lr.numpy(), before["inner_lr"])
+
+
+def test_training_without_dropout():
+    """dropout_rate 0: no masks drawn, the same step otherwise."""
+    model_def = DygraphModel()
+    hp = dict(HP, dropout_rate=0.0)
+    cfg = {"hyper_parameters": hp, "data": config()["data"], "runner": {"seed": 3}}
+    model = model_def.create_model(cfg)
+    loss, _, _ = model_def.train_forward(model, model_def.create_metrics(cfg)[0], make_tasks(np.random.RandomState(13)), cfg)
+    loss.backward()
+    assert np.isfinite(float(loss)) and np.abs(model.encoder.grad.numpy()).max() > 0

@@ -112,7 +112,7 @@ def leo_episodes(model, feeds, hp, n_way, noise=None):
     masks = iter(noise["support_masks"]) if training else itertools.repeat(None)
     weight_noise = iter(noise["weights"]) if training else itertools.repeat(None)
 
-    distribution = model.latent_distribution(xs, noise["encoder_mask"] if training else 1.0, n_way)
+    distribution = model.latent_distribution(xs, noise["encoder_mask"] if training else None, n_way)
     start, mean, std = net.sample(distribution, noise["latents"] if training else None)
     if training:
         kl = net.kl_divergence(start, mean, std)

@@ -53,10 +53,10 @@ class LEONet(nn.Layer):
         return [self.encoder, *self.relation, self.decoder]
 
     def latent_distribution(self, x_support, mask, n_way):
-        """x_support [T, N*K, D] (class-major), mask: dropout mask like it ->
+        """x_support [T, N*K, D] (class-major), mask: dropout mask like it (None: no dropout) ->
         the latent Gaussian's parameters [T, N, K, 2L], the same for a class's K rows."""
         t, nk, _ = x_support.shape
-        codes = paddle.matmul(x_support * mask, self.encoder)  # [T, NK, L]
+        codes = paddle.matmul(x_support if mask is None else x_support * mask, self.encoder)  # [T, NK, L]
         w0 = self.relation[0]
         left = paddle.matmul(codes, w0[: self.num_latents])  # e_i's share of layer 1 on the pair (i, j)
         right = paddle.matmul(codes, w0[self.num_latents:])
