@@ -195,9 +195,8 @@ class Conv4(nn.Layer):
             # subtracts again: its exact gradient is zero. Kept as a weight (the authors'
             # network has it) and in the graph at the cost of a [T*C] operation.
             shift = shift + 0.0 * params[f"conv{i}.bias"].reshape([-1])
-            if i == 0:  # every task's weights copied per image: [B, T, C, L], no transpose after
-                patches, (out_h, out_w) = self._first_layer_patches(x)
-                # Copies as ones[B, 1] @ w (Paddle's matmul has no double grad when it broadcasts)
+            if i == 0:  # weights copied per image (ones @ w: a broadcasting matmul has no double grad)
+                patches, (out_h, out_w) = self._first_layer_patches(x)  # [B, T, C*9, L]: no transpose after
                 per_image = paddle.matmul(paddle.ones([batch, 1], dtype=w.dtype), w.reshape([1, -1]))
                 h = paddle.matmul(per_image.reshape([batch, tasks, channels, -1]), patches)
                 h = self.activation(norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift))
