@@ -104,8 +104,8 @@ def leo_episodes(model, feeds, hp, n_way, noise=None):
     """Adapt to every task's support set and predict its queries. NOISE (training):
     sampled latents and weights, dropout, the exact meta-gradient kept; None
     (evaluation): the means, no dropout, nothing kept for a meta-gradient.
-    Returns (query logits after the latent loop, after fine-tuning, per-task KL,
-    per-task encoder penalty)."""
+    Returns (query logits after the latent loop (None in training), after fine-tuning,
+    per-task KL, per-task encoder penalty)."""
     xs, ys, xq, _ = feeds
     training = noise is not None
     tasks = xs.shape[0]
@@ -130,8 +130,10 @@ def leo_episodes(model, feeds, hp, n_way, noise=None):
         loss = net.summed_loss(xs, next(masks), ys, weights, twice_differentiable=training)
     penalty = (((fast["z"].detach() - start) ** 2).reshape([tasks, -1]).mean(axis=-1) if training
                else paddle.zeros([tasks]))
-    with paddle.no_grad():
-        latent_logits = net.predict(xq, None, weights)
+    latent_logits = None  # the accuracy after the latent loop alone: evaluation reports it
+    if not training:
+        with paddle.no_grad():
+            latent_logits = net.predict(xq, None, weights)
 
     finetuning = InnerLoop({"w": model.finetuning_lr.unsqueeze(0)}, track=training)
     fast_w = {"w": weights}
