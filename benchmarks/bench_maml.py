@@ -1,18 +1,19 @@
 """Seconds per MAML meta-iteration: this project against a naive Paddle loop and PyTorch.
 
-    python benchmarks/bench_maml.py            # full run (a few minutes)
+    python benchmarks/bench_maml.py            # every setting (about 25 minutes)
     python benchmarks/bench_maml.py --quick    # fewer repetitions, 5-way only (about 5 minutes)
 
 Every measurement runs in its own subprocess (clean peak memory, its own
-environment), at the shapes of config_bigdata.yaml (5-way 1-shot) and
-config_bigdata_20way1shot.yaml, second and first order:
+environment), at the shapes of config_bigdata.yaml (5-way 1-shot),
+config_bigdata_20way1shot.yaml, config_bigdata_miniimagenet_1shot.yaml and
+config_bigdata_maml_plus_plus.yaml (bench_workers.SETTINGS), second and first order:
   project  the project's own training step (DygraphModel.train_forward, backward, Adam step)
   naive    a per-task Paddle loop written here, PaddleRec style: F.conv2d with its bias,
            batch norm from primitives on NCHW, no fused kernels, no MKL setting
   torch    a functional PyTorch loop (torch.func-free: autograd.grad), if torch is importable
-Also meta-iterations per second with 1 and 2 processes (paddle.distributed.launch,
-runner.use_fleet), evaluation episodes per second (infer path) and the reader's time
-per meta-batch.
+Also, per setting, meta-iterations per second with 1 and 2 processes
+(paddle.distributed.launch, runner.use_fleet); evaluation episodes per second (infer
+path) against PyTorch; the reader's time per meta-batch; issue 18's targets, met or not.
 Each variant is measured in several rounds, the variants one after another in
 each round, because a shared virtual machine's speed drifts (here up to 2x within
 minutes); a ratio compares the project with a reference of the same round and
@@ -62,6 +63,21 @@ def median_ratio(rounds, reference):
     return statistics.median(ratios) if ratios else float("nan")
 
 
+def print_targets(results):
+    """Issue 18's targets, each row: met or not (the reasons are measured in benchmarks/README.md)."""
+    print("targets: second order <= 1.5x PyTorch, first order <= 1.0x, >= 5x faster than the naive loop, "
+          "evaluation >= 150 episodes/s")
+    for row in results["rows"]:
+        limit = 1.5 if row["order"] == "second" else 1.0
+        torch_ratio, naive_ratio = row.get("ratio_vs_torch", float("nan")), row.get("ratio_vs_naive", float("nan"))
+        naive = "naive loop fails" if naive_ratio != naive_ratio else \
+            f"{1 / naive_ratio:.1f}x the naive loop: {'met' if naive_ratio <= 0.2 else 'NOT met'}"
+        print(f"  {row['setting']:15} {row['order']:6} {torch_ratio:.2f}x PyTorch: "
+              f"{'met' if torch_ratio <= limit else 'NOT met'}; {naive}; peak {row['project_peak_rss_mb']:.0f} MB")
+    rate = results["eval_episodes_per_s"]
+    print(f"  evaluation {rate:.1f} episodes/s: {'met' if rate >= 150 else 'NOT met'}")
+
+
 def torch_available():
     return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
 
@@ -90,7 +106,7 @@ def main():
     print(f"median of {reps} meta-iterations after a warm-up, in each of {args.rounds} rounds that run the "
           f"variants one after another; OMP_NUM_THREADS={args.threads}.\nratio = project time / reference "
           f"time in the same round, median over the rounds (below 1: project faster)")
-    print(f"{'setting':11} {'order':6} " + " ".join(f"{v + ' s/iter':>14}" for v in variants) +
+    print(f"{'setting':15} {'order':6} " + " ".join(f"{v + ' s/iter':>14}" for v in variants) +
           "".join(f" {'vs ' + v:>9}" for v in references) + f" {'peak MB':>9}")
     for setting in settings:
         for order in ("second", "first"):
@@ -102,23 +118,34 @@ def main():
             for ref in references:
                 row[f"ratio_vs_{ref}"] = median_ratio(rounds, ref)
             row["project_peak_rss_mb"] = median_of(rounds, "project", "peak_rss_mb")
-            print(f"{setting:11} {order:6} " + " ".join(f"{row[v]:14.3f}" for v in variants) +
+            print(f"{setting:15} {order:6} " + " ".join(f"{row[v]:14.3f}" for v in variants) +
                   "".join(f" {row['ratio_vs_' + ref]:9.2f}" for ref in references) +
                   f" {row['project_peak_rss_mb']:9.0f}", flush=True)
             results["rows"].append(row)
-    one = next((r["project"] for r in results["rows"] if (r["setting"], r["order"]) == ("5way1shot", "second")),
-               float("nan"))
-    two = run_worker("project", "5way1shot", "second", reps, 1, processes=2)
-    results["processes"] = {"1": one, "2": two.get("seconds", two)}
-    print(f"5-way 1-shot second order, meta-batch 32: {1 / one:.2f} meta-iterations/s in 1 process "
-          f"({args.threads} threads{'' if one == one else '; nan: not measured in this run'}), "
-          f"{1 / two.get('seconds', float('nan')):.2f} in 2 processes (1 thread each)")
-    ev = run_worker("eval", "5way1shot", "none", reps, args.threads)
+    results["processes"] = {}
+    for setting in settings:  # the same step in two processes (one thread each), the meta-batch split
+        one = next(r["project"] for r in results["rows"] if (r["setting"], r["order"]) == (setting, "second"))
+        two = run_worker("project", setting, "second", reps, 1, processes=2)
+        torch_s = next((r["torch"] for r in results["rows"] if (r["setting"], r["order"]) == (setting, "second")),
+                       float("nan"))
+        results["processes"][setting] = {"1": one, "2": two.get("seconds", two), "torch": torch_s}
+        print(f"{setting} second order: {1 / one:.2f} meta-iterations/s in 1 process ({args.threads} threads), "
+              f"{1 / two.get('seconds', float('nan')):.2f} in 2 processes (1 thread each) = "
+              f"{two.get('seconds', float('nan')) / torch_s:.2f}x PyTorch's time (one process, "
+              f"{args.threads} threads)", flush=True)
+    ev = [(run_worker("eval", "5way1shot", "none", reps, args.threads),
+           run_worker("eval_torch", "5way1shot", "none", reps, args.threads) if "torch" in variants else {})
+          for _ in range(args.rounds)]
     rd = run_worker("reader", "5way1shot", "none", reps, args.threads)
-    results["eval_episodes_per_s"] = 1.0 / ev["seconds"] if "seconds" in ev else ev
+    results["eval_episodes_per_s"] = statistics.median(
+        [1.0 / e["seconds"] for e, _ in ev if "seconds" in e] or [float("nan")])
+    results["eval_torch_episodes_per_s"] = statistics.median(
+        [1.0 / t["seconds"] for _, t in ev if "seconds" in t] or [float("nan")])
     results["reader_s_per_meta_batch"] = rd.get("seconds", rd)
-    print(f"evaluation (5-way 1-shot, 3 steps): {results['eval_episodes_per_s']:.1f} episodes/s; "
+    print(f"evaluation (5-way 1-shot, 3 steps, 32 episodes per pass): {results['eval_episodes_per_s']:.1f} "
+          f"episodes/s (PyTorch, one episode at a time: {results['eval_torch_episodes_per_s']:.1f}); "
           f"reader: {1000 * results['reader_s_per_meta_batch']:.2f} ms per meta-batch of 32 episodes")
+    print_targets(results)
     errors = [(r["setting"], r["order"], v, one_round[v]["error"]) for r in results["rows"]
               for one_round in r["rounds"] for v in variants if "error" in one_round[v]]
     for e in errors:

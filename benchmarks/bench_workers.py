@@ -18,6 +18,10 @@ SETTINGS = {
     "mini5way1shot": dict(config="config_bigdata_miniimagenet_1shot.yaml", channels=3, size=84, filters=32,
                           net="maxpool_flatten", n_way=5, k_spt=1, k_query=15, meta_batch=4, steps=5, alpha=0.01,
                           tasks_per_pass=0),
+    # config_bigdata_maml_plus_plus.yaml: max-pool network, meta-batch 8, 5 steps of 0.1 (learned), the query
+    # loss after every step (multi-step loss; the references weigh them equally, as MAML++ does at epoch 0)
+    "mamlpp5way1shot": dict(OMNIGLOT, config="config_bigdata_maml_plus_plus.yaml", net="maxpool", n_way=5, k_spt=1,
+                            k_query=1, meta_batch=8, steps=5, alpha=0.1, tasks_per_pass=0, multi_step=True),
 }
 
 
@@ -126,13 +130,15 @@ def worker_naive(s, order, reps):
     def step():
         losses = []
         for xs, ys, xq, yq in batch:
-            fast = params
-            for _ in range(s["steps"]):
+            fast, task_losses = params, []
+            for step in range(s["steps"]):
                 x = xs.detach()
                 x.stop_gradient = False  # the conv2d double-grad workaround, needed for a right answer
                 grads = paddle.grad(xent(forward(x, fast), ys), fast + [x], create_graph=order == "second")[:-1]
                 fast = [p - s["alpha"] * g for p, g in zip(fast, grads)]
-            losses.append(xent(forward(xq, fast), yq))
+                if s.get("multi_step") or step == s["steps"] - 1:
+                    task_losses.append(xent(forward(xq, fast), yq))
+            losses.append(paddle.stack(task_losses).mean())
         loss = paddle.stack(losses).mean()
         loss.backward()
         optimizer.step()
@@ -142,21 +148,28 @@ def worker_naive(s, order, reps):
     return timed(step, reps)
 
 
+def torch_forward(s, x, p):
+    """The setting's conv-4 network in functional PyTorch, weights P in conv4_shapes order."""
+    import torch.nn.functional as F
+
+    h = x
+    for i in range(4):
+        stride, padding = (2, 1) if s["net"] == "stride" else (1, 1)
+        h = F.conv2d(h, p[4 * i], p[4 * i + 1], stride=stride, padding=padding)
+        h = F.relu(F.batch_norm(h, None, None, p[4 * i + 2], p[4 * i + 3], training=True))
+        if s["net"] != "stride":
+            h = F.max_pool2d(h, 2)
+    features = h.mean(dim=[2, 3]) if s["net"] == "stride" else h.flatten(1)
+    return features @ p[16] + p[17]
+
+
 def worker_torch(s, order, reps):
     import numpy as np
     import torch
     import torch.nn.functional as F
 
     def forward(x, p):
-        h = x
-        for i in range(4):
-            stride, padding = (2, 1) if s["net"] == "stride" else (1, 1)
-            h = F.conv2d(h, p[4 * i], p[4 * i + 1], stride=stride, padding=padding)
-            h = F.relu(F.batch_norm(h, None, None, p[4 * i + 2], p[4 * i + 3], training=True))
-            if s["net"] != "stride":
-                h = F.max_pool2d(h, 2)
-        features = h.mean(dim=[2, 3]) if s["net"] == "stride" else h.flatten(1)
-        return features @ p[16] + p[17]
+        return torch_forward(s, x, p)
 
     torch.manual_seed(0)
     params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in conv4_shapes(s)]
@@ -166,12 +179,14 @@ def worker_torch(s, order, reps):
     def step():
         losses = []
         for xs, ys, xq, yq in batch:
-            fast = params
-            for _ in range(s["steps"]):
+            fast, task_losses = params, []
+            for step in range(s["steps"]):
                 grads = torch.autograd.grad(F.cross_entropy(forward(xs, fast), ys), fast,
                                             create_graph=order == "second")
                 fast = [p - s["alpha"] * g for p, g in zip(fast, grads)]
-            losses.append(F.cross_entropy(forward(xq, fast), yq))
+                if s.get("multi_step") or step == s["steps"] - 1:
+                    task_losses.append(F.cross_entropy(forward(xq, fast), yq))
+            losses.append(torch.stack(task_losses).mean())
         loss = torch.stack(losses).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -208,5 +223,30 @@ def worker_reader(s, order, reps):
     return timed(lambda: list(itertools.islice(episodes, s["meta_batch"])), reps)
 
 
+def worker_eval_torch(s, order, reps):
+    """The PyTorch reference of worker_eval: the same episodes and work (3 steps of
+    0.4 on the mean support loss, the query accuracy after 0..3 steps), one task at a time."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in conv4_shapes(s)]
+    episodes = [[torch.from_numpy(np.asarray(a)) for a in e] for e in fake_episodes(s, np.random.RandomState(1))]
+
+    def evaluate():
+        for xs, ys, xq, yq in episodes:
+            fast = params
+            for step in range(4):
+                if step:
+                    grads = torch.autograd.grad(F.cross_entropy(torch_forward(s, xs, fast), ys), fast)
+                    fast = [p - 0.4 * g for p, g in zip(fast, grads)]
+                with torch.no_grad():
+                    float((torch_forward(s, xq, fast).argmax(-1) == yq).float().mean())
+
+    result = timed(evaluate, reps)
+    return {key: value / len(episodes) for key, value in result.items()}
+
+
 WORKERS = {"project": worker_project, "naive": worker_naive, "torch": worker_torch,
-           "eval": worker_eval, "reader": worker_reader}
+           "eval": worker_eval, "eval_torch": worker_eval_torch, "reader": worker_reader}

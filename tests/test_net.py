@@ -18,9 +18,10 @@ def float64():
     paddle.set_default_dtype("float32")
 
 
-def perturbed_net(downsample, n_way=4, channels=5, bn_steps=0, seed=0):
+def perturbed_net(downsample, n_way=4, channels=5, bn_steps=0, seed=0, in_channels=1):
     paddle.seed(seed)
-    net = MAMLConvNet(n_way=n_way, hidden_channels=channels, downsample=downsample, bn_steps=bn_steps)
+    net = MAMLConvNet(n_way=n_way, in_channels=in_channels, hidden_channels=channels, downsample=downsample,
+                      bn_steps=bn_steps)
     rng = np.random.RandomState(seed)
     for p in net.param_list:  # non-trivial conv biases and batch-norm weights
         p.set_value(p.numpy() + 0.2 * rng.randn(*p.shape))
@@ -45,10 +46,10 @@ def plain_forward(params, x, downsample):
 
 
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
-@pytest.mark.parametrize("size", [28, 17])
-def test_forward_matches_plain_paddle_layers(downsample, size):
-    net = perturbed_net(downsample)
-    x = paddle.to_tensor(np.random.RandomState(1).rand(6, 1, size, size))
+@pytest.mark.parametrize("size,in_channels", [(28, 1), (17, 1), (17, 3)])
+def test_forward_matches_plain_paddle_layers(downsample, size, in_channels):
+    net = perturbed_net(downsample, in_channels=in_channels)
+    x = paddle.to_tensor(np.random.RandomState(1).rand(6, in_channels, size, size))
     expected = plain_forward(net.param_list, x, downsample).numpy()
     for twice_differentiable in (True, False):
         got = net(x, twice_differentiable=twice_differentiable).numpy()
@@ -56,10 +57,11 @@ def test_forward_matches_plain_paddle_layers(downsample, size):
 
 
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
-def test_all_tasks_at_once_equal_each_task_alone(downsample):
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_all_tasks_at_once_equal_each_task_alone(downsample, in_channels):
     tasks, rng = 3, np.random.RandomState(2)
-    net = perturbed_net(downsample, bn_steps=2)
-    x = paddle.to_tensor(rng.rand(tasks, 4, 1, 20, 20))
+    net = perturbed_net(downsample, bn_steps=2, in_channels=in_channels)
+    x = paddle.to_tensor(rng.rand(tasks, 4, in_channels, 20, 20))
     # Every task its own weights: the network's, moved by a different amount.
     per_task = [[paddle.to_tensor(p.numpy() + 0.1 * rng.randn(*p.shape)) for p in net.param_list]
                 for _ in range(tasks)]

@@ -50,8 +50,8 @@ class Conv4(nn.Layer):
     downsample:
         "stride":  3x3 conv, stride 2, TF-style SAME padding; after the last block
                    the spatial mean (the MAML paper's Omniglot network, 28 -> 14 -> 7 -> 4 -> 2 -> mean).
-        "maxpool": 3x3 conv, stride 1, padding 1, then 2x2 max-pooling (28 -> 14 -> 7 -> 3 -> 1),
-                   then the spatial mean (a no-op at 1x1).
+        "maxpool": 3x3 conv, stride 1, padding 1, 2x2 max-pooling (28 -> 14 -> 7 -> 3 -> 1), spatial mean;
+                   pooled before the activation (non-decreasing: it commutes with max).
     features: "mean" (the spatial mean of the last block, the classifier's input) or
     "flatten" (every position: C x S x S features for the last size S of images of
     image_size, the MAML authors' miniImageNet network, 84 -> 5 -> 32 x 5 x 5 = 800).
@@ -75,8 +75,7 @@ class Conv4(nn.Layer):
         if downsample not in DOWNSAMPLE_STYLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE_STYLES}, got {downsample!r}")
         self.n_way, self.downsample = n_way, downsample
-        # An argument so that gradient tests can use a smooth activation (ReLU kinks make finite differences jump).
-        self.activation = activation
+        self.activation = activation  # an argument: gradient tests use a smooth one (ReLU kinks make jumps)
         self.param_names = []
         channels = in_channels
         for i in range(NUM_BLOCKS):
@@ -165,12 +164,12 @@ class Conv4(nn.Layer):
         as the arithmetic at these shapes, so one operator per layer for all
         tasks. The tasks sit in the channel axis ([B, T*C, H, W]): layers 2-4 are
         one grouped convolution (groups=T) and batch norm per (task, channel) is
-        ordinary batch norm over T*C channels. The first layer is a batched
-        matmul of the weights with the data's 3x3 patches (F.unfold): a grouped
-        convolution with one input channel per group would become Paddle's
-        depthwise convolution, which has no CPU double grad. No convolution then
-        sees data, which also keeps clear of Paddle's wrong conv2d double
-        gradient for inputs that are not differentiated."""
+        ordinary batch norm over T*C channels. Twice differentiable, the first
+        layer is a batched matmul of the weights with the data's 3x3 patches
+        (F.unfold): with one input channel per group a grouped convolution is
+        Paddle's depthwise one (no CPU double grad), and Paddle's conv2d double
+        gradient is wrong for inputs not differentiated; otherwise it is a
+        grouped convolution too."""
         missing = [name for name in self.param_names if not name.startswith("fc.") and name not in params]
         if missing:
             raise ValueError(f"the weights lack {', '.join(missing)}")
@@ -191,24 +190,25 @@ class Conv4(nn.Layer):
             # (3.3.1 and 2.6.2; tests/test_net.py keeps a check of it).
             scale = params[f"bn{i}.weight"] if f"bn{i}.weight" in params else 1.0 + 0.0 * shift
             scale, shift = self._batch_norm_weights(scale, shift, bn_step)
-            # The conv bias is a constant per channel, which the batch norm right after it
-            # subtracts again: its exact gradient is zero. Kept as a weight (the authors'
-            # network has it) and in the graph at the cost of a [T*C] operation.
+            # The conv bias is a per-channel constant the batch norm subtracts again: its exact gradient
+            # is zero. Kept as a weight (the authors' network has it), at the cost of a [T*C] operation.
             shift = shift + 0.0 * params[f"conv{i}.bias"].reshape([-1])
-            if i == 0:  # weights copied per image (ones @ w: a broadcasting matmul has no double grad)
+            if i == 0 and twice_differentiable:  # weights per image: ones @ w (matmul broadcasting: no double grad)
                 patches, (out_h, out_w) = self._first_layer_patches(x)  # [B, T, C*9, L]: no transpose after
                 per_image = paddle.matmul(paddle.ones([batch, 1], dtype=w.dtype), w.reshape([1, -1]))
                 h = paddle.matmul(per_image.reshape([batch, tasks, channels, -1]), patches)
-                h = self.activation(norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift))
-            else:
+                h = norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift)
+            else:  # differentiated once at most: a convolution may see the data (grouped, [B, T*C, H, W])
+                h = x.transpose([1, 0, 2, 3, 4]).reshape([batch, -1] + x.shape[3:]) if i == 0 else h
                 kernels = w.reshape([tasks * channels, w.shape[2], 3, 3])
                 if self.downsample == "stride":
                     h = F.conv2d(h, kernels, stride=2, padding="SAME", groups=tasks)
                 else:
                     h = F.conv2d(h, kernels, stride=1, padding=1, groups=tasks)
-                h = self.activation(norm(h, scale, shift))
-            if self.downsample == "maxpool":
+                h = norm(h, scale, shift)
+            if self.downsample == "maxpool":  # before the activation: the same values on 1/4 of the elements
                 h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
+            h = self.activation(h)
         if self.head_input == "flatten":  # h is [B, T*C, S, S]: each task's C*S*S values are contiguous
             return h.reshape([batch, tasks, -1]).transpose([1, 0, 2])
         return h.mean(axis=[2, 3]).reshape([batch, tasks, -1]).transpose([1, 0, 2])
