@@ -76,6 +76,8 @@ def print_targets(results):
               f"{'met' if torch_ratio <= limit else 'NOT met'}; {naive}; peak {row['project_peak_rss_mb']:.0f} MB")
     rate = results["eval_episodes_per_s"]
     print(f"  evaluation {rate:.1f} episodes/s: {'met' if rate >= 150 else 'NOT met'}")
+    print("why a target is not met, measured, and what was tried: benchmarks/README.md ('Every setting in one "
+          "run'; the operators alone: benchmarks/kernel_gap.py; the compiled step: benchmarks/compiled_step.py)")
 
 
 def torch_available():
