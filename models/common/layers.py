@@ -56,17 +56,18 @@ def same_padding(size, stride=2, kernel=3):
 def max_pool_2x2(x):
     """2x2 max-pooling, stride 2, floor mode (an odd last row/column is dropped).
 
-    x: [N, C, H, W] -> [N, C, H // 2, W // 2]. Built as max(a, b) = b + relu(a - b)
-    over the four window positions, which Paddle can differentiate twice.
+    x: [N, C, H, W] -> [N, C, H // 2, W // 2]. Built as max(a, b) = b + relu(a - b),
+    which Paddle can differentiate twice: first over the two columns of every window,
+    then over its two rows. (Over the four positions of a transposed [..., 2, 2] view
+    it was 3x slower: the transpose's strided copy dominated.)
     """
     n, c, h, w = x.shape
     h2, w2 = h // 2, w // 2
     if h != 2 * h2 or w != 2 * w2:
         x = x[:, :, : 2 * h2, : 2 * w2]
-    windows = x.reshape([n, c, h2, 2, w2, 2]).transpose([0, 1, 2, 4, 3, 5])
-    a, b, c_, d = windows.reshape([n, c, h2, w2, 4]).unbind(axis=-1)
-    top = b + F.relu(a - b)
-    bottom = d + F.relu(c_ - d)
+    left, right = x.reshape([n, c, h2, 2, w2, 2]).unbind(axis=-1)  # [N, C, H/2, 2, W/2] each
+    columns = right + F.relu(left - right)
+    top, bottom = columns.unbind(axis=3)
     return bottom + F.relu(top - bottom)
 
 
