@@ -20,7 +20,7 @@ import infer as infer_tool  # noqa: E402
 from utils import checkpoint, memory, run_lock  # noqa: E402
 from utils.watch import ChanceWatch  # noqa: E402
 
-LONG = ["-o", "runner.epochs=200"]
+LONG = ["-o", "runner.epochs=100000"]  # never ends by itself: a signal cannot arrive after a normal exit
 
 
 def wait_for(condition, seconds=240):
@@ -212,7 +212,8 @@ def test_interrupt_under_distributed_launch(tmp_path):
 
 
 def test_mid_epoch_checkpoint_resumes_exactly_without_repeated_log_lines(tmp_path):
-    per_epoch = ["-o", "runner.train_batches_per_epoch=20", "-o", "runner.epochs=3"]
+    # 100 batches an epoch: epoch 1 must still be running when the poll below sees its first state
+    per_epoch = ["-o", "runner.train_batches_per_epoch=100", "-o", "runner.epochs=3"]
     straight = tmp_path / "straight"
     assert trainer(straight, *per_epoch).returncode == 0
     killed = tmp_path / "killed"
@@ -228,10 +229,10 @@ def test_mid_epoch_checkpoint_resumes_exactly_without_repeated_log_lines(tmp_pat
     assert not os.path.isdir(killed / "1")  # killed inside epoch 1: only the in_progress state has it
     resumed = trainer(killed, *per_epoch, "-o", "runner.checkpoint_interval=2")
     assert resumed.returncode == 0, resumed.stderr
-    assert re.search(r"resumed from \S+in_progress \(epoch 1, \d+ of 20 batches done", resumed.stdout)
+    assert re.search(r"resumed from \S+in_progress \(epoch 1, \d+ of 100 batches done", resumed.stdout)
     assert losses(killed) == losses(straight)
     iterations = [json.loads(line)["iteration"] for line in open(killed / "train_log.jsonl")]
-    assert iterations == list(range(1, 61))  # each once, in order
+    assert iterations == list(range(1, 301))  # each once, in order
     assert not os.path.exists(killed / checkpoint.IN_PROGRESS)  # gone once its epoch is saved
 
 
