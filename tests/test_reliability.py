@@ -18,11 +18,18 @@ TINY = ["-o", "runner.train_batch_size=2", "-o", "runner.train_batches_per_epoch
         "-o", "hyper_parameters.bn_channel=16", "-o", "hyper_parameters.k_query=2"]
 
 
+def sigint_as_in_a_terminal():
+    """Restore Ctrl-C's default in a child: a suite started in the background
+    (`cmd &` in a script) passes SIGINT ignored on to every process it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def trainer(out, *extra, script="tools/trainer.py", wait=True):
     args = [sys.executable, script, "-m", CONFIG] + TINY + [
         "-o", f"runner.model_save_path={out}", "-o", f"runner.infer_load_path={out}"] + list(extra)
     if not wait:
-        return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=sigint_as_in_a_terminal)
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
