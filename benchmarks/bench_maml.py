@@ -126,10 +126,9 @@ def main():
             results["rows"].append(row)
     results["processes"] = {}
     for setting in settings:  # the same step in two processes (one thread each), the meta-batch split
-        one = next(r["project"] for r in results["rows"] if (r["setting"], r["order"]) == (setting, "second"))
+        row = next(r for r in results["rows"] if (r["setting"], r["order"]) == (setting, "second"))
+        one, torch_s = row["project"], row.get("torch", float("nan"))
         two = run_worker("project", setting, "second", reps, 1, processes=2)
-        torch_s = next((r["torch"] for r in results["rows"] if (r["setting"], r["order"]) == (setting, "second")),
-                       float("nan"))
         results["processes"][setting] = {"1": one, "2": two.get("seconds", two), "torch": torch_s}
         print(f"{setting} second order: {1 / one:.2f} meta-iterations/s in 1 process ({args.threads} threads), "
               f"{1 / two.get('seconds', float('nan')):.2f} in 2 processes (1 thread each) = "

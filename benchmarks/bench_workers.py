@@ -1,6 +1,7 @@
 """The measurements of bench_maml.py, each run in its own subprocess
 (`bench_maml.py --worker VARIANT SETTING ORDER REPS`): the project's training
 step and evaluation, a naive Paddle loop, a PyTorch loop, the reader."""
+import functools
 import os
 import resource
 import statistics
@@ -168,8 +169,7 @@ def worker_torch(s, order, reps):
     import torch
     import torch.nn.functional as F
 
-    def forward(x, p):
-        return torch_forward(s, x, p)
+    forward = functools.partial(torch_forward, s)
 
     torch.manual_seed(0)
     params = [(torch.randn(sh) * 0.1).requires_grad_() for sh in conv4_shapes(s)]
