@@ -28,7 +28,10 @@ import statistics
 import subprocess
 import sys
 
-from bench_workers import ROOT, SETTINGS, WORKERS, peak_rss_mb
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_workers import ROOT, SETTINGS, WORKERS, peak_rss_mb
+
 
 def run_worker(variant, setting, order, reps, threads, processes=1):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))

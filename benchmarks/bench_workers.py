@@ -5,7 +5,6 @@ import functools
 import os
 import resource
 import statistics
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,9 +64,8 @@ def fake_episodes(s, rng):
 
 def load_maml(overrides=(), config="config_bigdata.yaml"):
     """(config, DygraphModel) of one of MAML's configs, as the drivers load them."""
-    sys.path[:0] = [os.path.join(ROOT, "tools")]
-    import utils  # noqa: F401  (the project's runtime settings, as the drivers)
-    from utils import runtime
+    import tools.utils  # noqa: F401  (the project's runtime settings, as the drivers)
+    from tools.utils import runtime
 
     return runtime.load_model_and_config(os.path.join(MODEL_DIR, config), list(overrides))[:2]
 
@@ -81,9 +79,8 @@ def worker_project(s, order, reps):
         f"hyper_parameters.base_optimizer.learning_rate={s['alpha']}", f"hyper_parameters.tasks_per_pass={s['tasks_per_pass']}",
         "hyper_parameters.inner_loss_reduction=mean", f"hyper_parameters.first_order={order == 'first'}"],
         s["config"])
-    sys.path[:0] = [os.path.join(ROOT, "tools")]
-    from trainer import backward
-    from utils import distributed
+    from tools.trainer import backward
+    from tools.utils import distributed
 
     rank, world = distributed.init(True, "benchmark")  # (0, 1) unless started by the launcher
     model = model_def.create_model(config)
@@ -211,10 +208,9 @@ def worker_eval(s, order, reps):
 def worker_reader(s, order, reps):
     """Seconds to sample one meta-batch of episodes from the prepared full data
     (or the sample data if run.sh has not been run)."""
-    sys.path[:0] = [ROOT]
     import itertools
 
-    from models.common.readers.omniglot_reader import RecDataset
+    from models.multitask.maml.omniglot_reader import RecDataset
 
     prepared = os.path.join(ROOT, "datasets", "omniglot", "data", "paper", "train")
     data = prepared if os.path.isdir(prepared) else os.path.join(MODEL_DIR, "data", "sample_data", "train")

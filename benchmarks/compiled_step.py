@@ -19,14 +19,14 @@ import statistics
 import sys
 import time
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]
-from bench_workers import ROOT, SETTINGS, fake_episodes, load_maml  # noqa: E402
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.bench_workers import SETTINGS, fake_episodes, load_maml
 
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-import paddle  # noqa: E402
+import paddle
 
-import models.common.inner_loop as inner_loop  # noqa: E402
-from models.common.layers import cross_entropy  # noqa: E402
+from models.multitask.maml import net as maml_net
+from models.common.layers import cross_entropy
 
 
 def detached(values):
@@ -44,7 +44,7 @@ class MetaStep(paddle.nn.Layer):
     def forward(self, xs, ys, xq, yq):
         loop = self.model_def.inner_loop(self.net, self.config, first_order=self.first_order)
         weights = self.net.weights()
-        fast = inner_loop.task_copies(weights, xs.shape[0])
+        fast = maml_net.task_copies(weights, xs.shape[0])
         for step in range(1, self.steps + 1):
             logits = self.net.forward_tasks(xs, fast, twice_differentiable=not self.first_order, bn_step=step - 1)
             loss = cross_entropy(logits, ys, twice_differentiable=not self.first_order).sum()
@@ -67,7 +67,7 @@ class Evaluation(paddle.nn.Layer):
 
     def forward(self, xs, ys, xq):
         loop = self.model_def.inner_loop(self.net, self.config, track=False)
-        fast = {n: w.detach() for n, w in inner_loop.task_copies(self.net.weights(), xs.shape[0]).items()}
+        fast = {n: w.detach() for n, w in maml_net.task_copies(self.net.weights(), xs.shape[0]).items()}
         names = [n for n in loop.adapted if n in fast]
         for n in names:
             fast[n].stop_gradient = False

@@ -11,12 +11,14 @@ import os
 import sys
 import time
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools.utils  # noqa: F401  (the MKL setting, before Paddle loads)
+import numpy as np
+import paddle
+from tools.utils import runtime
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tools")]
-import utils  # noqa: E402,F401  (the MKL setting, before Paddle loads)
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-from utils import runtime  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "models", "multitask", "maml", "config_bigdata.yaml")
 

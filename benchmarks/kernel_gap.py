@@ -56,8 +56,9 @@ def main():
     import os
     import sys
 
-    sys.path[:0] = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")]
-    import utils  # noqa: F401  (the project's runtime settings: MKL's fast path on AMD)
+    if not __package__:  # run as a script: make the project root importable
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import tools.utils  # noqa: F401  (the project's runtime settings: MKL's fast path on AMD)
     import paddle
     import paddle.nn.functional as PF
     import torch

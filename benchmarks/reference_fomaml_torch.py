@@ -25,9 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models.multitask.maml.omniglot_reader import RecDataset
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]
-from models.common.readers.omniglot_reader import RecDataset  # noqa: E402
 
 DATA = os.path.join(ROOT, "datasets", "omniglot", "data", "paper")
 

@@ -1,25 +1,17 @@
-"""Shared test helpers: the project root (models.common, models.multitask.*)
-and tools/ (utils) on sys.path."""
+"""Shared test helpers. The project root is importable through pytest.ini's pythonpath."""
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(ROOT, "models", "multitask", "maml")
-TOOLS_DIR = os.path.join(ROOT, "tools")
-READERS_DIR = os.path.join(ROOT, "models", "common", "readers")
 SAMPLE_DATA = os.path.join(MODEL_DIR, "data", "sample_data")
 SHIPPED_ENCODER = os.path.join(ROOT, "models", "multitask", "classifier_baseline", "weights", "omniglot", "19")
 SHARED_OMNIGLOT = os.path.join(os.path.dirname(ROOT), "shared", "omniglot")
-for path in (ROOT, TOOLS_DIR):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-import utils  # noqa: E402,F401  (sets MKL_DEBUG_CPU_TYPE on AMD before Paddle loads)
 
 
 def load_model_config(overrides=(), path=os.path.join(MODEL_DIR, "config.yaml")):
     """(config, DygraphModel) as the drivers load them."""
-    from utils import runtime
+    from tools.utils import runtime
 
     config, model_def, _ = runtime.load_model_and_config(path, list(overrides))
     return config, model_def

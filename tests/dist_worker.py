@@ -4,13 +4,17 @@ tasks, then its parameters after 3 meta-updates, to OUT/rank{r}.npz."""
 import os
 import sys
 
-sys.path[:0] = [os.path.join(os.path.dirname(os.path.abspath(__file__)))]
-import conftest  # noqa: E402,F401  (paths and the runtime settings)
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools.utils  # noqa: F401  (the runtime settings, before Paddle loads)
+import numpy as np
+import paddle
 
-from trainer import backward  # noqa: E402
-from utils import distributed  # noqa: E402
+from tools.trainer import backward
+from tools.utils import distributed, runtime
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "multitask", "maml",
+                      "config.yaml")
 
 
 def episodes(rng, count):
@@ -20,7 +24,8 @@ def episodes(rng, count):
 
 def main(out):
     paddle.set_default_dtype("float64")
-    config, model_def = conftest.load_model_config(["hyper_parameters.bn_channel=8", "runner.use_fleet=True"])
+    config, model_def, _ = runtime.load_model_and_config(CONFIG, ["hyper_parameters.bn_channel=8",
+                                                                  "runner.use_fleet=True"])
     rank, world = distributed.init(True, "config")
     paddle.seed(3)
     model = model_def.create_model(config)

@@ -1,16 +1,12 @@
 """benchmarks/compiled_step.py's claim: the MAML meta-step and evaluation compiled
 with paddle.jit.to_static compute exactly what the eager code computes (Paddle 3.x,
 PIR; the benchmark README's compiled-path measurements rest on it)."""
-import os
-import sys
-
 import numpy as np
 import paddle
 import pytest
 
-sys.path[:0] = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")]
-import compiled_step  # noqa: E402
-from bench_workers import SETTINGS, fake_episodes, load_maml  # noqa: E402
+from benchmarks import compiled_step
+from benchmarks.bench_workers import SETTINGS, fake_episodes, load_maml
 
 pytestmark = pytest.mark.skipif(not paddle.__version__.startswith("3."), reason="to_static of the step needs PIR")
 

@@ -9,9 +9,9 @@ import yaml
 
 from conftest import MODEL_DIR, ROOT
 from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS
-from models.common.readers.omniglot_reader import READER_OPTIONS
-from utils import runtime
-from utils.config import RUNNER_OPTIONS, ConfigError, parse_override
+from models.multitask.maml.omniglot_reader import READER_OPTIONS
+from tools.utils import runtime
+from models.lib.config import RUNNER_OPTIONS, ConfigError, parse_override
 
 CONFIG = os.path.join(MODEL_DIR, "config.yaml")
 BIGDATA = os.path.join(MODEL_DIR, "config_bigdata.yaml")

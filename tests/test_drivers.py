@@ -76,8 +76,8 @@ def test_short_training_raises_query_accuracy():
     """40 meta-iterations on the sample data lift the accuracy after one inner
     step on held-out characters well above its starting point."""
     from conftest import load_model_config
-    from models.common.readers.omniglot_reader import RecDataset
-    from utils import runtime
+    from models.multitask.maml.omniglot_reader import RecDataset
+    from tools.utils import runtime
 
     config, model_def = load_model_config(["runner.infer_episodes=60", "hyper_parameters.update_step_test=1"])
     runtime.seed_everything(0)
@@ -145,8 +145,8 @@ def test_infer_reports_progress_on_long_evaluations():
     """A progress line when an evaluation outlasts progress_seconds (0 here:
     after every batch but the last)."""
     from conftest import load_model_config
-    from utils.evaluation import evaluate_epoch
-    from models.common.readers.omniglot_reader import RecDataset
+    from tools.utils.evaluation import evaluate_epoch
+    from models.multitask.maml.omniglot_reader import RecDataset
 
     config, model_def = load_model_config(["runner.infer_episodes=12", "runner.infer_batch_size=4",
                                           "hyper_parameters.update_step_test=1"])

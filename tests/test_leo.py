@@ -176,7 +176,7 @@ def test_gradient_clipping_is_by_value_then_by_norm_per_tensor():
 def test_a_non_finite_gradient_is_replaced_by_the_authors_guard_and_training_goes_on(tmp_path):
     """The authors' grads_and_vars: an overflowing step (here features so large that
     exp overflows in the decoder) updates with the gradient of 1e-4 * sum ||W||^2 / 2."""
-    from trainer import train_step
+    from tools.trainer import train_step
 
     model = make_net(11)
     model_def = DygraphModel()

@@ -51,7 +51,7 @@ def test_omniglot_features_are_computed_once_and_keyed_by_the_checkpoint(tmp_pat
     import shutil
 
     from models.common.readers import encoder_features_reader as reader
-    from utils import checkpoint
+    from models.lib import checkpoint
 
     paddle.set_default_dtype("float32")
     data = tmp_path / "test"

@@ -34,7 +34,7 @@ def test_learned_inner_learning_rates_get_the_right_gradient():
     project_meta_gradient(net, batch, config)
     ours = np.stack([rate.grad.numpy() for rate in learned])
     rates = np.stack([rate.numpy() for rate in learned])
-    theta = [p.numpy() for p in net.param_list]
+    theta = [p.numpy() for p in list(net.weights().values())]
 
     def objective(a):
         losses = []
@@ -82,7 +82,7 @@ def test_per_step_batch_norm_weights_meta_gradient_matches_directional_differenc
                                                   paddle.to_tensor(yq))))
         return float(np.mean(losses))
 
-    theta = [p.numpy() for p in net.param_list]
+    theta = [p.numpy() for p in list(net.weights().values())]
     assert abs(objective(theta) - loss) < 1e-12
     central_difference_check(objective, theta, ours, rng)
     bn_scale = ours[net.param_names.index("bn1.weight")]

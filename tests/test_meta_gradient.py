@@ -14,7 +14,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from models.common.inner_loop import multi_step_loss_weights
+from models.multitask.maml.dygraph_model import multi_step_loss_weights
 from models.common.layers import cross_entropy
 from models.multitask.maml.dygraph_model import DygraphModel
 from models.multitask.maml.net import MAMLConvNet
@@ -60,7 +60,7 @@ def make_net(downsample, seed=0, **network):
     paddle.seed(seed)
     net = MAMLConvNet(n_way=3, hidden_channels=6, downsample=downsample, activation=F.tanh, **network)
     rng = np.random.RandomState(seed + 1)
-    for p in net.param_list:  # non-trivial BN scales and biases
+    for p in list(net.weights().values()):  # non-trivial BN scales and biases
         p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
     return net
 
@@ -69,11 +69,11 @@ def project_meta_gradient(net, batch, config, epoch=0):
     model = DygraphModel()
     model.set_epoch(epoch)
     metrics, _ = model.create_metrics(config)
-    for p in net.param_list:
+    for p in list(net.weights().values()):
         p.clear_gradient()
     loss, _, _ = model.train_forward(net, metrics, batch, config)
     loss.backward()
-    return [p.grad.numpy().copy() for p in net.param_list], float(loss)
+    return [p.grad.numpy().copy() for p in list(net.weights().values())], float(loss)
 
 
 def first_order_grad(net, params_np, x, y):
@@ -86,7 +86,7 @@ def reference_meta_gradient(net, batch, first_order, eps=1e-6, adapted=None):
     """adapted: indices of the parameters the inner loop updates (None: all).
     The adjoint of theta_{k+1} = theta_k - alpha * P grad L_s(theta_k), P the
     projection on the adapted parameters, is v <- v - alpha * H_s(theta_k) P v."""
-    theta = [p.numpy().astype("float64") for p in net.param_list]
+    theta = [p.numpy().astype("float64") for p in list(net.weights().values())]
     mask = [adapted is None or i in adapted for i in range(len(theta))]
     total = [np.zeros_like(p) for p in theta]
     for xs, ys, xq, yq in batch:
@@ -136,7 +136,7 @@ def central_difference_check(objective, point, gradient, rng, eps=1e-7):
 
 
 def directional_check(net, batch, ours, step_weights, seed):
-    theta = [p.numpy() for p in net.param_list]
+    theta = [p.numpy() for p in list(net.weights().values())]
     central_difference_check(lambda th: meta_objective(net, batch, th, step_weights), theta, ours,
                              np.random.RandomState(seed))
 
@@ -161,7 +161,7 @@ def test_second_order_meta_gradient_matches_directional_differences(downsample):
     net = make_net(downsample, seed=5)
     batch = make_batch(np.random.RandomState(7))
     ours, loss = project_meta_gradient(net, batch, make_config(False, downsample))
-    theta = [p.numpy() for p in net.param_list]
+    theta = [p.numpy() for p in list(net.weights().values())]
     assert abs(meta_objective(net, batch, theta) - loss) < 1e-12
     # the error of the central difference shrinks as eps**2 (checked down to eps = 1e-7)
     central_difference_check(lambda th: meta_objective(net, batch, th), theta, ours, np.random.RandomState(11))
@@ -178,7 +178,7 @@ def test_flattened_features_meta_gradient_matches_references(downsample, channel
                       activation=F.tanh, features="flatten", image_size=32)
     assert net.feature_size == 4 * 2 * 2
     rng = np.random.RandomState(42)
-    for p in net.param_list:
+    for p in list(net.weights().values()):
         p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
     batch = [(rng.rand(6, channels, 32, 32), np.repeat(np.arange(3), 2), rng.rand(6, channels, 32, 32),
               np.repeat(np.arange(3), 2)) for _ in range(2)]
@@ -186,7 +186,7 @@ def test_flattened_features_meta_gradient_matches_references(downsample, channel
     config["data"]["image_shape"] = [channels, 32, 32]
     ours, loss = project_meta_gradient(net, batch, config)
     assert relative_error(ours, reference_meta_gradient(net, batch, first_order=False)) < 1e-7
-    theta = [p.numpy() for p in net.param_list]
+    theta = [p.numpy() for p in list(net.weights().values())]
     assert abs(meta_objective(net, batch, theta) - loss) < 1e-12
     central_difference_check(lambda th: meta_objective(net, batch, th), theta, ours, np.random.RandomState(43))
 
@@ -235,7 +235,7 @@ def test_multi_step_loss_meta_gradient_matches_directional_differences():
     config = make_config(False, "stride", multi_step_loss=True)
     ours, loss = project_meta_gradient(net, batch, config, epoch=1)
     weights = multi_step_loss_weights(STEPS, 1, 4)
-    theta = [p.numpy() for p in net.param_list]
+    theta = [p.numpy() for p in list(net.weights().values())]
     assert abs(meta_objective(net, batch, theta, weights) - loss) < 1e-12
     directional_check(net, batch, ours, weights, seed=23)
     # After its multi_step_loss_epochs (4 here) MAML++ trains on the last step's loss alone.

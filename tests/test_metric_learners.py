@@ -11,7 +11,7 @@ from conftest import load_model_config  # noqa: F401  (paths)
 from models.common.backbones import Conv4Features
 from models.common.metric import centroids, cosine_logits, squared_euclidean_logits
 from models.common.resnet12 import ResNet12
-from utils import checkpoint
+from models.lib import checkpoint
 
 
 @pytest.fixture(autouse=True)

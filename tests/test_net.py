@@ -5,9 +5,8 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from models.common.adaptation import adapt_to_support
-from models.common.inner_loop import InnerLoop
-from models.multitask.maml.dygraph_model import DygraphModel
+from models.common.layers import cross_entropy
+from models.multitask.maml.dygraph_model import DygraphModel, InnerLoop, adapt_to_support
 from models.multitask.maml.net import MAMLConvNet
 
 
@@ -23,7 +22,7 @@ def perturbed_net(downsample, n_way=4, channels=5, bn_steps=0, seed=0, in_channe
     net = MAMLConvNet(n_way=n_way, in_channels=in_channels, hidden_channels=channels, downsample=downsample,
                       bn_steps=bn_steps)
     rng = np.random.RandomState(seed)
-    for p in net.param_list:  # non-trivial conv biases and batch-norm weights
+    for p in list(net.weights().values()):  # non-trivial conv biases and batch-norm weights
         p.set_value(p.numpy() + 0.2 * rng.randn(*p.shape))
     return net
 
@@ -50,7 +49,7 @@ def plain_forward(params, x, downsample):
 def test_forward_matches_plain_paddle_layers(downsample, size, in_channels):
     net = perturbed_net(downsample, in_channels=in_channels)
     x = paddle.to_tensor(np.random.RandomState(1).rand(6, in_channels, size, size))
-    expected = plain_forward(net.param_list, x, downsample).numpy()
+    expected = plain_forward(list(net.weights().values()), x, downsample).numpy()
     for twice_differentiable in (True, False):
         got = net(x, twice_differentiable=twice_differentiable).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
@@ -63,7 +62,7 @@ def test_all_tasks_at_once_equal_each_task_alone(downsample, in_channels):
     net = perturbed_net(downsample, bn_steps=2, in_channels=in_channels)
     x = paddle.to_tensor(rng.rand(tasks, 4, in_channels, 20, 20))
     # Every task its own weights: the network's, moved by a different amount.
-    per_task = [[paddle.to_tensor(p.numpy() + 0.1 * rng.randn(*p.shape)) for p in net.param_list]
+    per_task = [[paddle.to_tensor(p.numpy() + 0.1 * rng.randn(*p.shape)) for p in list(net.weights().values())]
                 for _ in range(tasks)]
     per_task = [dict(zip(net.param_names, ps)) for ps in per_task]
     stacked = {name: paddle.stack([ps[name] for ps in per_task]) for name in net.param_names}
@@ -130,7 +129,7 @@ def test_inner_loop_update_rule_and_learned_rates_are_data():
     loop = InnerLoop(rates, update_rule=sign_sgd, adapted=["fc.weight", "conv1.weight"])
     start = loop.task_copies(net.weights(), 1)
     fast = adapt_to_support(net, loop, x, y, 1, start)
-    grads = paddle.grad(DygraphModel().create_loss(net.forward_tasks(x, start)[0], y[0]),
+    grads = paddle.grad(cross_entropy(net.forward_tasks(x, start)[0], y[0]),
                         [start["fc.weight"], start["conv1.weight"]])
     for name, grad in zip(["fc.weight", "conv1.weight"], grads):
         i = net.param_names.index(name)
@@ -144,7 +143,7 @@ def test_offset_only_batch_norm_with_the_authors_epsilon_matches_plain_layers():
     paddle.seed(7)
     net = MAMLConvNet(n_way=4, hidden_channels=5, downsample="stride", bn_scale=False, bn_epsilon=1e-3)
     rng = np.random.RandomState(7)
-    for p in net.param_list:
+    for p in list(net.weights().values()):
         p.set_value(p.numpy() + 0.2 * rng.randn(*p.shape))
     x = paddle.to_tensor(rng.rand(6, 1, 28, 28))
     weights = net.weights()

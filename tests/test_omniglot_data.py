@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import MODEL_DIR, ROOT, SHARED_OMNIGLOT, quick_run_overrides, shipped_configs
-from models.common.readers.omniglot_reader import RecDataset
+from models.multitask.maml.omniglot_reader import RecDataset
 
 RUN_SH = os.path.join(ROOT, "datasets", "omniglot", "run.sh")
 SPLITS = os.path.join(ROOT, "datasets", "omniglot", "splits")
@@ -69,8 +69,7 @@ def test_nearest_arrays_are_the_authors_binary_drawings(prepared):
 
 
 def test_an_older_preparation_is_rebuilt(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "datasets", "omniglot"))
-    import prepare
+    from datasets.omniglot import prepare
 
     (tmp_path / "READY").write_text('{"sha256": {}}')  # format 1: no images_nearest.npy
     assert not prepare.ready(str(tmp_path))

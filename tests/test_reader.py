@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE_DATA
-from models.common.readers.omniglot_reader import OmniglotCharacters, RecDataset
+from models.multitask.maml.omniglot_reader import OmniglotCharacters, RecDataset
 
 TRAIN = f"{SAMPLE_DATA}/train"
 

@@ -195,10 +195,9 @@ def test_the_committed_run_resumes_with_its_optimizer_state():
     layers had other internal names) loads into today's model and optimizer and takes a
     step: Paddle keys Adam's state by internal parameter names, which checkpoint.load maps
     from the saved tensors' names."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     from conftest import MODEL_DIR, load_model_config
-    from trainer import backward
-    from utils import checkpoint
+    from tools.trainer import backward
+    from models.lib import checkpoint
 
     run_dir = os.path.join(MODEL_DIR, "runs", "config_bigdata")
     epoch, path, meta = checkpoint.latest_good(run_dir)

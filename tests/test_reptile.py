@@ -8,10 +8,10 @@ import paddle.nn.functional as F
 import pytest
 
 from conftest import ROOT
-from models.common.conv4 import Conv4
+from models.multitask.maml.net import MAMLConvNet
 from models.common.layers import cross_entropy
 from models.multitask.reptile import dygraph_model as reptile
-from utils import runtime
+from tools.utils import runtime
 
 REPTILE_DIR = os.path.join(ROOT, "models", "multitask", "reptile")
 
@@ -61,11 +61,11 @@ def minibatch_gradients(net, episode, batches, current):
 @pytest.mark.parametrize("tasks", [1, 3])  # serial and batched Reptile
 def test_reptile_update_is_epsilon_times_the_mean_displacement(tasks):
     paddle.seed(3)
-    net = Conv4(n_way=3, hidden_channels=5, activation=F.tanh)
+    net = MAMLConvNet(n_way=3, hidden_channels=5, activation=F.tanh)
     rng = np.random.RandomState(4)
-    for p in net.param_list:
+    for p in list(net.weights().values()):
         p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
-    theta = [p.numpy().copy() for p in net.param_list]
+    theta = [p.numpy().copy() for p in list(net.weights().values())]
     batch = make_batch(rng, tasks)
     config = make_config(tasks)
     model_def = reptile.DygraphModel()
@@ -81,7 +81,7 @@ def test_reptile_update_is_epsilon_times_the_mean_displacement(tasks):
     phis = [reference_phi(net, theta, episode, reptile.minibatch_indices(9, INNER_BATCH, STEPS, rng))
             for episode in batch]
     moved = 0.0
-    for i, p in enumerate(net.param_list):
+    for i, p in enumerate(list(net.weights().values())):
         mean_phi = np.mean([phi[i] for phi in phis], axis=0)
         expected = theta[i] + EPSILON * (mean_phi - theta[i])
         assert np.abs(p.numpy() - expected).max() < 1e-8, net.param_names[i]  # fused vs primitive kernels
@@ -98,7 +98,7 @@ def test_minibatches_run_through_shuffles_without_replacement():
 
 
 def test_outer_step_size_anneals_linearly_to_its_final_value():
-    net = Conv4(n_way=3, hidden_channels=5)
+    net = MAMLConvNet(n_way=3, hidden_channels=5)
     model_def = reptile.DygraphModel()
     schedule = runtime.lr_scheduler_of(model_def.create_optimizer(net, make_config(1)))
     rates = []
@@ -141,15 +141,15 @@ def reference_adam(net, theta, episode, batches, v, t, lr=ALPHA, beta2=0.999, ep
 
 
 def test_the_authors_inner_adam_runs_on_through_tasks_and_is_only_read_at_test():
-    from models.common.inner_loop import AdamState
+    from models.multitask.reptile.inner_adam import AdamState
 
     paddle.seed(3)
-    net = Conv4(n_way=3, hidden_channels=5, activation=F.tanh)
+    net = MAMLConvNet(n_way=3, hidden_channels=5, activation=F.tanh)
     net.inner_adam = AdamState(net.weights())
     rng = np.random.RandomState(4)
-    for p in net.param_list:
+    for p in list(net.weights().values()):
         p.set_value(p.numpy() + 0.1 * rng.randn(*p.shape))
-    theta = [p.numpy().copy() for p in net.param_list]
+    theta = [p.numpy().copy() for p in list(net.weights().values())]
     batch = make_batch(rng, 3)
     config = make_config(3)
     config["hyper_parameters"]["base_optimizer"]["class"] = "Adam"
@@ -165,7 +165,7 @@ def test_the_authors_inner_adam_runs_on_through_tasks_and_is_only_read_at_test()
     v, t = [np.zeros_like(p) for p in theta], [0]
     phis = [reference_adam(net, theta, episode, reptile.minibatch_indices(9, INNER_BATCH, STEPS, rng), v, t)
             for episode in batch]  # one state through the three tasks, in order
-    for i, p in enumerate(net.param_list):
+    for i, p in enumerate(list(net.weights().values())):
         expected = theta[i] + EPSILON * (np.mean([phi[i] for phi in phis], axis=0) - theta[i])
         assert np.abs(p.numpy() - expected).max() < 1e-8, net.param_names[i]
         assert np.abs(net.inner_adam.v(net.param_names[i]).numpy() - v[i]).max() < 1e-9  # fused vs primitive
@@ -173,7 +173,7 @@ def test_the_authors_inner_adam_runs_on_through_tasks_and_is_only_read_at_test()
 
     # At test every episode starts from the saved state, which stays as it was.
     saved_v = [net.inner_adam.v(n).numpy().copy() for n in net.param_names]
-    theta = [p.numpy().copy() for p in net.param_list]
+    theta = [p.numpy().copy() for p in list(net.weights().values())]
     episodes = make_batch(np.random.RandomState(6), 2)
     loop = reptile.inner_loop(net, config, training=False)
     adapted = reptile.inner_adapt(net, net.weights(), paddle.to_tensor(episodes[1][0]),

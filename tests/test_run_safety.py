@@ -15,10 +15,10 @@ import pytest
 from conftest import ROOT, SAMPLE_DATA
 from test_reliability import CONFIG, TINY, losses, sigint_as_in_a_terminal, trainer
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import infer as infer_tool  # noqa: E402
-from utils import checkpoint, memory, run_lock  # noqa: E402
-from utils.watch import ChanceWatch  # noqa: E402
+from tools import infer as infer_tool
+from models.lib import checkpoint
+from tools.utils import memory, run_lock
+from tools.utils.watch import ChanceWatch
 
 LONG = ["-o", "runner.epochs=100000"]  # never ends by itself: a signal cannot arrive after a normal exit
 

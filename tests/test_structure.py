@@ -9,11 +9,11 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import READERS_DIR, ROOT, SAMPLE_DATA
+from conftest import MODEL_DIR, ROOT, SAMPLE_DATA
 from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS as MAML_OPTIONS
 from models.multitask.reptile.dygraph_model import HYPER_PARAMETER_OPTIONS as REPTILE_OPTIONS
-from models.common.readers.omniglot_reader import READER_OPTIONS
-from utils.config import RUNNER_OPTIONS
+from models.multitask.maml.omniglot_reader import READER_OPTIONS
+from models.lib.config import RUNNER_OPTIONS
 
 
 def python_files(*folders):
@@ -34,20 +34,52 @@ def test_the_drivers_name_no_hyper_parameter_key():
         assert not re.search(r'hyper_parameters"\]\[|\bhp\[', open(path).read()), path  # no key looked up
 
 
-def test_no_model_folder_reaches_another():
-    for path in python_files("models/multitask"):
-        folder = os.path.basename(os.path.dirname(path))
-        tree = ast.parse(open(path).read())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                parts = node.module.split(".")
-                if parts[:2] == ["models", "multitask"] and len(parts) > 2:
-                    assert parts[2] == folder, f"{path} imports {node.module}"
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-                assert not any(n.startswith("importlib") for n in names), f"{path} uses importlib"
-        source = open(path).read()
-        assert "multitask" not in "".join(line for line in source.splitlines() if "sys.path" in line), path
+def imported_modules(path):
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def test_the_layers_point_one_way():
+    """Entry scripts (tools/, datasets/, benchmarks/) on top, then the model folders,
+    then the shared model code (models/common), then the library (models/lib):
+    nothing imports a layer above its own, and the models never import tools/."""
+    below = {"models/multitask": ("models.common", "models.lib", "models.multitask"),
+             "models/common": ("models.common", "models.lib"), "models/lib": ("models.lib",)}
+    for folder, allowed in below.items():
+        for path in python_files(folder):
+            for module in imported_modules(path):
+                project = module.split(".")[0] in ("models", "tools", "datasets", "benchmarks", "utils")
+                assert not project or module.startswith(allowed), f"{os.path.relpath(path, ROOT)} imports {module}"
+                assert not module.startswith("importlib"), f"{path} uses importlib"
+
+
+def test_the_import_path_is_edited_only_by_entry_scripts_once():
+    edit, late_import = "sys" + ".path", "noqa: " + "E402"  # (spelt so that this file matches neither)
+    for path in python_files("models", "tools", "tests", "benchmarks", "datasets"):
+        name, source = os.path.relpath(path, ROOT), open(path).read()
+        lines = [line for line in source.splitlines() if edit in line]
+        if name.startswith(("models", os.path.join("tools", "utils"))):
+            assert not lines, f"{name} edits the import path"
+        assert len(lines) <= 1, f"{name} edits the import path {len(lines)} times"
+        assert late_import not in source, f"{name} has imports after code"
+
+
+def test_the_maml_folder_holds_the_design_card():
+    """net.py: the parameter-separated network; dygraph_model.py: the inner loop's
+    paddle.grad; omniglot_reader.py: the episode reader the configs name."""
+    folder = os.path.join(ROOT, "models", "multitask", "maml")
+    net_source = open(os.path.join(folder, "net.py")).read()
+    assert re.search(r"class MAMLConvNet\(nn.Layer\)", net_source)
+    assert re.search(r"def forward\(self, x, params=None", net_source)
+    assert re.search(r"paddle\.grad\(loss, .*create_graph=not self\.first_order",
+                     open(os.path.join(folder, "dygraph_model.py")).read())
+    assert "class RecDataset(EpisodeDataset)" in open(os.path.join(folder, "omniglot_reader.py")).read()
+    for config in ("config.yaml", "config_bigdata.yaml"):
+        text = open(os.path.join(folder, config)).read()
+        assert 'train_reader_path: "omniglot_reader"' in text, config
 
 
 def test_no_source_file_is_over_300_lines():
@@ -59,16 +91,11 @@ def test_no_source_file_is_over_300_lines():
 TOY_MODEL = '''
 """A toy model written only against the interface: nearest class mean of
 learned linear features (a prototypical network on raw pixels)."""
-import os
-import sys
-
 import paddle
 
-ROOT = {root!r}
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.fewshot_model import FewShotModel  # noqa: E402
-from utils.config import Option, positive  # noqa: E402
-from utils.metrics import EpisodeAccuracy, accuracy  # noqa: E402
+from models.common.fewshot_model import FewShotModel
+from models.lib.config import Option, positive
+from models.lib.metrics import EpisodeAccuracy, accuracy
 
 HYPER_PARAMETER_OPTIONS = [Option("features", int, 8, "feature width", (positive, "an integer >= 1")),
                            Option("learning_rate", float, 0.01, "Adam's rate", (positive, "a number > 0"))]
@@ -140,7 +167,7 @@ def test_a_new_model_folder_trains_and_infers_with_the_shared_drivers(tmp_path):
     folder.mkdir()
     (folder / "dygraph_model.py").write_text(textwrap.dedent(TOY_MODEL.format(root=ROOT)))
     (folder / "config.yaml").write_text(TOY_CONFIG.format(data=SAMPLE_DATA,
-                                                          reader=os.path.join(READERS_DIR, "omniglot_reader")))
+                                                          reader=os.path.join(MODEL_DIR, "omniglot_reader")))
     out = {}
     for script in ("trainer.py", "infer.py"):
         result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), "-m", "config.yaml"],

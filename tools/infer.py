@@ -17,9 +17,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import checkpoint, cli, distributed, runtime, visual_log  # noqa: E402
-from utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs  # noqa: E402
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.utils import cli, distributed, runtime, visual_log  # before Paddle: MKL
+from tools.utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs
+from models.lib import checkpoint
+
 
 def read_results(path, settings, say=print):
     """Earlier results in PATH made with the same settings (their epochs are

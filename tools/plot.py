@@ -15,8 +15,10 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import cli, runtime  # noqa: E402
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.utils import cli, runtime
 
 
 def read_train_log(path, key="loss"):

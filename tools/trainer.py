@@ -20,12 +20,16 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from utils import checkpoint, cli, distributed, evaluation, memory, run_lock, runtime, train_log  # noqa: E402
-from utils import visual_log  # noqa: E402
-from utils.watch import ChanceWatch  # noqa: E402
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402  (after utils: it sets the MKL path first)
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.utils import cli, distributed, evaluation, memory, run_lock, runtime, train_log  # before Paddle: MKL
+from tools.utils import visual_log
+from tools.utils.watch import ChanceWatch
+import numpy as np
+import paddle
+
+from models.lib import checkpoint
 
 
 def backward(model_def, model, metrics, batch, config, rank=0, world=1):

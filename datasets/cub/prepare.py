@@ -15,9 +15,11 @@ import argparse
 import os
 import sys
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from datasets.imagesets import PrepareError, decode_images, run, write_split
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import PrepareError, decode_images, run, write_split  # noqa: E402
 
 IMGSIZE = 84
 CLASSES, IMAGES = 200, 11788

@@ -20,10 +20,11 @@ import sys
 import tempfile
 import zipfile
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from datasets.imagesets import PrepareError, install, ready, run, write_ready
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path[:0] = [os.path.dirname(HERE), ROOT, os.path.join(ROOT, "tools")]
-from imagesets import PrepareError, install, ready, run, write_ready  # noqa: E402
 
 FORMAT = 1
 SPLITS = ("train", "val", "test")

@@ -22,9 +22,11 @@ import sys
 
 import numpy as np
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from datasets.imagesets import PrepareError, check_classes, decode_images, read_split_file, run, write_split
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import PrepareError, check_classes, decode_images, read_split_file, run, write_split  # noqa: E402
 
 IMGSIZE = 84
 SPLITS = {"train": ("train.csv", "mini-imagenet-cache-train.pkl"),

@@ -28,10 +28,12 @@ import zipfile
 
 import numpy as np
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from datasets import imagesets  # (datasets/imagesets.py: hashing, READY, the atomic install)
+from datasets.imagesets import PrepareError, file_hash
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-import imagesets  # noqa: E402  (datasets/imagesets.py: hashing, READY, the atomic install)
-from imagesets import PrepareError, file_hash  # noqa: E402
 ZIPS = {  # name: (MD5 of the official archive, characters, alphabets)
     "images_background.zip": ("68d2efa1b9178cc56df9314c21c6e718", 964, 30),
     "images_evaluation.zip": ("6b91aef0f799c5bb55b94e3f2daec811", 659, 20),

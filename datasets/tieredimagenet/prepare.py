@@ -21,9 +21,11 @@ import zipfile
 
 import numpy as np
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from datasets.imagesets import PrepareError, run, write_split
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from imagesets import PrepareError, run, write_split  # noqa: E402
 
 IMGSIZE = 84
 EXPECTED = {"train": (351, 448695), "val": (97, 124261), "test": (160, 206209)}

@@ -17,7 +17,7 @@ The reader interface the drivers use (tools/trainer.py, tools/infer.py):
 import numpy as np
 import paddle
 
-from utils.config import Option, at_least, positive
+from models.lib.config import Option, at_least, positive
 
 # The keys of every episode reader (each adds its own: image size, rotations, normalisation ...).
 EPISODE_OPTIONS = [

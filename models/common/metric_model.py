@@ -6,7 +6,7 @@ import paddle.nn.functional as F
 
 from models.common.fewshot_model import FewShotModel
 from models.common.metric import centroids, cosine_logits, episode_features, squared_euclidean_logits
-from utils.metrics import EpisodeAccuracy, accuracy
+from models.lib.metrics import EpisodeAccuracy, accuracy
 
 
 class CentroidModel(FewShotModel):

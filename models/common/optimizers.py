@@ -2,7 +2,7 @@
 make_optimizer: SGD, momentum 0.9, weight decay, MultiStepLR x0.1) and its config keys."""
 import paddle
 
-from utils.config import Option, at_least, positive
+from models.lib.config import Option, at_least, positive
 
 SGD_OPTIONS = [
     Option("optimizer.class", str, "SGD", "SGD with momentum (the authors' make_optimizer)", choices=["SGD"]),

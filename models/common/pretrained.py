@@ -5,7 +5,7 @@ import os
 import paddle
 
 from models.common.backbones import backbone_description, backbone_from_config
-from utils import checkpoint
+from models.lib import checkpoint
 
 
 def resolve_checkpoint(path, key, what="Classifier-Baseline"):

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from utils import distributed
-from utils.metrics import mean_and_ci95
+from tools.utils import distributed
+from models.lib.metrics import mean_and_ci95
 
 PROGRESS_SECONDS = 10  # a progress line at most this often on long evaluations
 

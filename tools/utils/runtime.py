@@ -4,31 +4,25 @@ import importlib.util
 import os
 import random
 import sys
-import warnings
 
 import numpy as np  # before paddle: Paddle 2.6 with numpy 2 fails to import otherwise
+import paddle  # (the package's __init__ has silenced Paddle's "No ccache found" warning)
 
-warnings.filterwarnings("ignore", message="No ccache found")
-import paddle  # noqa: E402
-
-from utils.config import ConfigError, load_config, merge_options, read_yaml  # noqa: E402
+from models.lib.config import ConfigError, load_config, merge_options, read_yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The model family's shared code (models.common) is imported from the project root.
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def import_from_config_dir(config_dir, module_name, config_key):
     """Import MODULE_NAME.py from the config's folder (PaddleRec: model code lives
     next to its config). MODULE_NAME may also be a path relative to that folder,
-    such as ../../common/readers/omniglot_reader.
+    such as ../maml/omniglot_reader.
 
     Inside the project a module is imported by its package name (e.g.
     models.multitask.maml.dygraph_model), so it exists once per process however
     it is reached. A folder elsewhere (a user's own model) is loaded by path
-    under a name made from the path, with the folder on sys.path for its
-    sibling imports (PaddleRec's net.py)."""
+    under a name made from the path; it imports the project by package name
+    (models.common..., models.lib...), which the entry scripts make importable."""
     path = os.path.normpath(os.path.join(config_dir, module_name + ".py"))
     if not os.path.isfile(path):
         raise ConfigError(f"{config_key}: {path} not found (a module path relative to the config file, without .py)")
@@ -38,9 +32,6 @@ def import_from_config_dir(config_dir, module_name, config_key):
     unique = "_fewshot_" + "".join(c if c.isalnum() else "_" for c in path)
     if unique in sys.modules:
         return sys.modules[unique]
-    module_dir = os.path.dirname(path)
-    if module_dir not in sys.path:
-        sys.path.insert(0, module_dir)
     spec = importlib.util.spec_from_file_location(unique, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[unique] = module

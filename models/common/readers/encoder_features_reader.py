@@ -1,5 +1,5 @@
 """Episodes of Omniglot features: every image of a data folder (the folders and
-keys of omniglot_reader.py, each character x rotation one class) through the
+keys of MAML's omniglot_reader.py, each character x rotation one class) through the
 encoder of a pretrained checkpoint (hyper_parameters.encoder_path, e.g. a
 Classifier-Baseline run), computed once and cached.
 
@@ -12,22 +12,18 @@ Written atomically (a temporary file renamed). LEO's input on Omniglot.
 import hashlib
 import json
 import os
-import sys
 
 import numpy as np
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common import pretrained  # noqa: E402
-from models.common.episodes import mode_settings  # noqa: E402
-from models.common.readers import omniglot_reader  # noqa: E402
-from models.common.readers.feature_episodes import FEATURE_OPTIONS, FeatureEpisodes  # noqa: E402
-from utils.config import REQUIRED, Option  # noqa: E402
+from models.common import pretrained
+from models.common.episodes import mode_settings
+from models.common import omniglot
+from models.common.readers.feature_episodes import FEATURE_OPTIONS, FeatureEpisodes
+from models.lib.config import REQUIRED, Option
 
 KEY = "hyper_parameters.encoder_path"
 IMAGE_OPTIONS = ("rotations", "imgsize", "resize")
-READER_OPTIONS = FEATURE_OPTIONS + [o for o in omniglot_reader.READER_OPTIONS if o.name in IMAGE_OPTIONS] + [
+READER_OPTIONS = FEATURE_OPTIONS + omniglot.IMAGE_OPTIONS + [
     Option("encoder_path", str, REQUIRED, "the checkpoint whose encoder computes the features: a run folder "
            "(its newest good epoch) or one epoch's folder, e.g. Classifier-Baseline's", path=True),
 ]
@@ -49,7 +45,7 @@ def check_data(config, mode):
     """The image folder's check (omniglot_reader) and the checkpoint's; the features are small."""
     data_dir, key, n_way, k_query = mode_settings(config, mode)
     hp = config["hyper_parameters"]
-    omniglot_reader.check_folder(data_dir, key, n_way, hp["k_spt"] + k_query, hp["imgsize"], hp["rotations"])
+    omniglot.check_folder(data_dir, key, n_way, hp["k_spt"] + k_query, hp["imgsize"], hp["rotations"])
     pretrained.resolve_checkpoint(hp["encoder_path"], KEY)
     return 0, f"the features of {key}"
 
@@ -70,7 +66,7 @@ def compute_features(encoder, classes, batch=2000):
 def cached_features(data_dir, config):
     """One float32 [images, D] array per class of DATA_DIR, from the cache or computed and cached."""
     hp = config["hyper_parameters"]
-    characters = omniglot_reader.OmniglotCharacters(data_dir, hp["imgsize"], 1, hp["rotations"], hp["resize"])
+    characters = omniglot.OmniglotCharacters(data_dir, hp["imgsize"], 1, hp["rotations"], hp["resize"])
     encoder, folder, meta = pretrained.load_encoder(hp["encoder_path"], KEY, image_shape(config))
     digest = hashlib.sha256(json.dumps({"weights": meta["sha256"]["rec.pdparams"],
                                         **{k: hp[k] for k in IMAGE_OPTIONS}}, sort_keys=True).encode())

@@ -4,7 +4,7 @@ query_x [N*Q, D], query_y), sampled by the shared EpisodeDataset."""
 import numpy as np
 
 from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset, mode_settings
-from utils.config import Option
+from models.lib.config import Option
 
 FEATURE_OPTIONS = EPISODE_OPTIONS + [
     Option("l2_normalize", bool, True, "scale every feature vector to unit length (the LEO authors' data "

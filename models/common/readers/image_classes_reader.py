@@ -12,15 +12,11 @@ learners' sources). The reader interface: models/common/episodes.py.
 """
 import json
 import os
-import sys
 
 import numpy as np
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset, mode_settings  # noqa: E402
-from utils.config import Option  # noqa: E402
+from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset, mode_settings
+from models.lib.config import Option
 
 READER_OPTIONS = EPISODE_OPTIONS + [
     Option("imgsize", int, 84, "the prepared image size (datasets/<name>/run.sh decides it)",

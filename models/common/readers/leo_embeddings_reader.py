@@ -13,16 +13,12 @@ from a source you trust.
 import collections
 import os
 import pickle
-import sys
 
 import numpy as np
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.episodes import mode_settings  # noqa: E402
-from models.common.readers.feature_episodes import FEATURE_OPTIONS, FeatureEpisodes  # noqa: E402
-from utils.config import Option, positive  # noqa: E402
+from models.common.episodes import mode_settings
+from models.common.readers.feature_episodes import FEATURE_OPTIONS, FeatureEpisodes
+from models.lib.config import Option, positive
 
 READER_OPTIONS = FEATURE_OPTIONS + [
     Option("feature_size", int, 640, "length of the embedding vectors (the authors': 640)",

@@ -10,21 +10,16 @@ classifier is dropped; each episode's query images go to the support centroid
 of highest cosine similarity of the encoder's features (test_few_shot.py).
 """
 import math
-import os
-import sys
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # noqa: E402
-from models.common.metric_model import CentroidModel  # noqa: E402
-from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones  # noqa: E402
-from models.multitask.classifier_baseline.net import Classifier  # noqa: E402
-from utils.metrics import accuracy  # noqa: E402
+from models.common.backbones import BACKBONE_OPTIONS, backbone_description
+from models.common.metric_model import CentroidModel
+from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones
+from models.multitask.classifier_baseline.net import Classifier
+from models.lib.metrics import accuracy
 
 HYPER_PARAMETER_OPTIONS = SGD_OPTIONS + BACKBONE_OPTIONS
 

@@ -10,28 +10,23 @@ Per task, on feature vectors (net.py):
     loss = CE_query(w) + kl_weight * KL(q(z) || N(0, I)) + encoder_penalty_weight * ||stop_grad(z_T) - z_0||^2
 The meta-loss is its mean over the tasks plus l2_penalty_weight * sum ||W||^2 / 2 over the
 encoder, relation and decoder weights and orthogonality_penalty_weight * the decoder's
-orthogonality penalty. Both inner loops are models/common/inner_loop.py's InnerLoop with
+orthogonality penalty. Both inner loops are MAML's InnerLoop (models/multitask/maml/dygraph_model.py) with
 create_graph: the meta-gradient is the exact one. In training the latents and the
 classifier weights are sampled and dropout is on (the random numbers come from the
 model's own RandomState, seeded from runner.seed and saved in every checkpoint); in
 evaluation the means are used and dropout is off. Config keys: HYPER_PARAMETER_OPTIONS.
 """
 import itertools
-import os
-import sys
 
 import numpy as np
 import paddle
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.fewshot_model import FewShotModel  # noqa: E402
-from models.common.inner_loop import InnerLoop  # noqa: E402
-from models.common.layers import cross_entropy  # noqa: E402
-from models.multitask.leo import net  # noqa: E402
-from utils.config import Option, at_least, positive  # noqa: E402
-from utils.metrics import EpisodeAccuracy, accuracy  # noqa: E402
+from models.common.fewshot_model import FewShotModel
+from models.common.layers import cross_entropy
+from models.multitask.leo import net
+from models.multitask.maml.dygraph_model import InnerLoop
+from models.lib.config import Option, at_least, positive
+from models.lib.metrics import EpisodeAccuracy, accuracy
 
 HYPER_PARAMETER_OPTIONS = [
     Option("meta_optimizer.class", str, "Adam", "meta (outer) optimizer", choices=["Adam"]),
@@ -189,7 +184,8 @@ class DygraphModel(FewShotModel):
         task_loss = cross_entropy(logits, feeds[3], twice_differentiable=False)
         loss = (task_loss + hp["kl_weight"] * kl + hp["encoder_penalty_weight"] * penalty).mean()
         l2 = paddle.add_n([(w * w).sum() for w in model.penalised_weights()]) / 2
-        loss = loss + hp["l2_penalty_weight"] * l2 + hp["orthogonality_penalty_weight"] * net.orthogonality(model.decoder)
+        orthogonality = net.orthogonality(model.decoder)
+        loss = loss + hp["l2_penalty_weight"] * l2 + hp["orthogonality_penalty_weight"] * orthogonality
         return loss, logits
 
     def train_forward(self, model, metrics_list, batch_data, config):

@@ -1,8 +1,8 @@
 """The config keys of MAML and its relatives (hyper_parameters.*): the model's
 own, plus the conv-4 network's. The episode keys (n_way, k_spt, ...) belong to
 the reader the config names (models/common/readers/)."""
-from models.common.conv4 import NETWORK_OPTIONS
-from utils.config import Option, at_least, positive
+from models.multitask.maml.net import NETWORK_OPTIONS
+from models.lib.config import Option, at_least, positive
 
 MODEL_OPTIONS = [
     Option("meta_optimizer.class", str, "Adam", "meta (outer) optimizer", choices=["Adam"]),

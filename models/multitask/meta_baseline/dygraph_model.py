@@ -9,19 +9,13 @@ temperature is learnable, starting at 10; SGD with momentum 0.9 and weight
 decay 5e-4 at 0.001 (the authors' code, yinboc/few-shot-meta-baseline,
 train_meta.py, models/meta_baseline.py, configs/train_meta_mini.yaml).
 """
-import os
-import sys
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-
-from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # noqa: E402
-from models.common import pretrained  # noqa: E402
-from models.common.metric_model import CentroidModel  # noqa: E402
-from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones  # noqa: E402
-from models.multitask.meta_baseline.net import MetaBaselineNet  # noqa: E402
-from utils.config import Option, positive  # noqa: E402
+from models.common.backbones import BACKBONE_OPTIONS, backbone_description
+from models.common import pretrained
+from models.common.metric_model import CentroidModel
+from models.common.optimizers import SGD_OPTIONS, sgd_with_milestones
+from models.multitask.meta_baseline.net import MetaBaselineNet
+from models.lib.config import Option, positive
 
 HYPER_PARAMETER_OPTIONS = SGD_OPTIONS + [
     Option("temperature", float, 10.0, "initial temperature of the cosine logits", (positive, "a number > 0")),

@@ -8,18 +8,13 @@ is the query cross-entropy. Trained episodically from scratch with Adam, the
 learning rate halved every lr_decay_every episodes (the authors' code,
 jakesnell/prototypical-networks). Evaluation: the same nearest prototype.
 """
-import os
-import sys
 
 import paddle
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.backbones import BACKBONE_OPTIONS, backbone_description  # noqa: E402
-from models.common.metric_model import CentroidModel  # noqa: E402
-from models.multitask.protonet.net import ProtoNet  # noqa: E402
-from utils.config import Option, positive  # noqa: E402
+from models.common.backbones import BACKBONE_OPTIONS, backbone_description
+from models.common.metric_model import CentroidModel
+from models.multitask.protonet.net import ProtoNet
+from models.lib.config import Option, positive
 
 HYPER_PARAMETER_OPTIONS = [
     Option("optimizer.class", str, "Adam", "optimizer", choices=["Adam"]),

@@ -2,8 +2,8 @@
 Algorithms") in PaddleRec's DygraphModel interface.
 
 For every task t of a meta-batch, `update_step` steps of the inner optimizer
-(SGD, or the authors' Adam with beta1 = 0) on minibatches of the task's training images move the meta-parameters theta to phi_t; the meta-update
-is then
+(SGD, or the authors' Adam with beta1 = 0) on minibatches of the task's
+training images move the meta-parameters theta to phi_t; the meta-update is then
     theta <- theta + epsilon * mean_t (phi_t - theta)
 (serial Reptile: a meta-batch of one task; batched Reptile: several), with
 epsilon annealed linearly from meta_optimizer.learning_rate to
@@ -11,26 +11,21 @@ meta_optimizer.final_learning_rate over the run. The update is handed to the
 shared trainer as a gradient, theta - mean_t phi_t, for plain SGD with step
 epsilon, so checkpoints, resuming and data parallelism work as for MAML.
 
-The network (the shared conv-4), the episode reader and test-time adaptation
-(infer_forward: full-batch SGD on the support set) come from models/common,
-as MAML's do.
+The network, the inner loop and test-time adaptation (infer_forward:
+full-batch SGD on the support set) are MAML's (models/multitask/maml), and so
+is the episode reader; the authors' inner Adam is inner_adam.py.
 """
-import os
-import sys
 
 import numpy as np
 import paddle
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.adaptation import evaluate_adaptation, step_metrics  # noqa: E402
-from models.common.conv4 import NETWORK_OPTIONS, conv4_description, conv4_from_config  # noqa: E402
-from models.common.fewshot_model import FewShotModel  # noqa: E402
-from models.common.inner_loop import AdamState, InnerAdam, InnerLoop  # noqa: E402
-from models.common.layers import cross_entropy  # noqa: E402
-from utils.config import Option, at_least, positive  # noqa: E402
-from utils.metrics import accuracy  # noqa: E402
+from models.common.fewshot_model import FewShotModel
+from models.common.layers import cross_entropy
+from models.lib.config import Option, at_least, positive
+from models.lib.metrics import accuracy
+from models.multitask.maml.dygraph_model import InnerLoop, evaluate_adaptation, step_metrics
+from models.multitask.maml.net import NETWORK_OPTIONS, conv4_description, conv4_from_config
+from models.multitask.reptile.inner_adam import AdamState, InnerAdam
 
 HYPER_PARAMETER_OPTIONS = [
     Option("meta_optimizer.class", str, "SGD", "the outer update theta += epsilon * (phi - theta)",

@@ -1,4 +1,6 @@
-"""N-way K-shot episodes from a folder of Omniglot characters.
+"""Omniglot's data as every learner reads it: the characters of a data folder,
+decoded once (models/multitask/maml/omniglot_reader.py makes episodes of them;
+Classifier-Baseline batches them; LEO's reader encodes them).
 
 Two layouts are read:
   - DATA_DIR/<alphabet>/<character>/*.png (the bundled sample data): every
@@ -7,20 +9,14 @@ Two layouts are read:
     interpolation, inverted so that strokes are 1 and background 0);
   - DATA_DIR/images.npy, uint8 [characters, drawings, S, S] with strokes = 255,
     and characters.txt (what datasets/omniglot/run.sh prepares): no decoding at all.
-Images are kept as uint8; sampling an episode only indexes those arrays.
-`rotations` (degrees, multiples of 90) turn every character into one class per
-angle, as in the MAML paper's Omniglot protocol. The reader interface: models/common/episodes.py.
+Images are kept as uint8. `rotations` (degrees, multiples of 90) turn every
+character into one class per angle, as in the MAML paper's Omniglot protocol.
 """
 import os
-import sys
 
 import numpy as np
 
-# The shared code: models.common from the project root, utils from tools/ (PaddleRec's convention).
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path[:0] = [p for p in (ROOT, os.path.join(ROOT, "tools")) if p not in sys.path]
-from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset  # noqa: E402
-from utils.config import Option  # noqa: E402
+from models.lib.config import Option
 
 IMAGE_SUFFIXES = (".png",)
 PREPARED = {"area": "images.npy", "nearest": "images_nearest.npy"}
@@ -124,17 +120,6 @@ def check_folder(data_dir, key, n_way, min_images, imgsize, rotations):
                                         f"{imgsize})")
 
 
-def check_data(config, mode):
-    """The reader interface's data check (models/common/episodes.py)."""
-    hp, runner = config["hyper_parameters"], config["runner"]
-    if mode == "train":
-        return check_folder(runner["train_data_dir"], "runner.train_data_dir", hp["n_way"],
-                            hp["k_spt"] + hp["k_query"], hp["imgsize"], hp["rotations"])
-    key = "runner.val_data_dir" if config.get("validation") else "runner.test_data_dir"
-    return check_folder(runner["test_data_dir"], key, hp["n_way_test"] or hp["n_way"],
-                        hp["k_spt"] + hp["k_query_test"], hp["imgsize"], hp["rotations"])
-
-
 class OmniglotCharacters:
     """Every class of a data folder, decoded once.
 
@@ -161,56 +146,13 @@ class OmniglotCharacters:
         return len(self.images)
 
 
-READER_OPTIONS = EPISODE_OPTIONS + [
+IMAGE_OPTIONS = [  # the hyper_parameters keys of the images, shared by the Omniglot readers
     Option("rotations", list, [0], "each character is one class per angle listed (degrees)",
-           (lambda v: len(v) >= 1 and len(set(v)) == len(v) and all(r in (0, 90, 180, 270) and
-                                                                   not isinstance(r, bool) for r in v),
+           (lambda v: len(v) >= 1 and len(set(v)) == len(v) and
+            all(r in (0, 90, 180, 270) and not isinstance(r, bool) for r in v),
             "a list of distinct angles from 0, 90, 180, 270")),
-    Option("task_rotation", bool, False, "task augmentation in meta-training: every image of an episode "
-           "turned by one random multiple of 90 degrees"),
     Option("imgsize", int, 28, "images are resized to imgsize x imgsize",
            (lambda v: 16 <= v <= 1024, "an integer from 16 to 1024")),
     Option("resize", str, "area", "how drawings are resized to imgsize: area (grey levels at the edges) or "
            "nearest (binary, as the MAML authors' PIL resize of the 1-bit PNGs)", choices=["area", "nearest"]),
 ]
-
-
-def describe(config):
-    """What a model needs to know of the data to build itself."""
-    hp = config["hyper_parameters"]
-    return {"image_shape": [1, hp["imgsize"], hp["imgsize"]], "n_way": hp["n_way"],
-            "n_way_test": hp["n_way_test"] or hp["n_way"]}
-
-
-class RecDataset(EpisodeDataset):
-    """N-way K-shot episodes of Omniglot characters (see EpisodeDataset), images
-    float32 [B, 1, imgsize, imgsize] in [0, 1], strokes 1.
-
-    characters: an OmniglotCharacters already decoded (else decoded from data_dir)."""
-
-    def __init__(self, data_dir, n_way, k_spt, k_query, imgsize, seed, num_episodes=None,
-                 characters=None, rotations=(0,), task_rotation=False, resize="area"):
-        if characters is None:
-            characters = OmniglotCharacters(data_dir, imgsize, k_spt + k_query, rotations, resize)
-        self.characters = characters
-        super().__init__(characters.images, n_way, k_spt, k_query, seed, num_episodes, task_rotation,
-                         source=f"data directory {data_dir}")
-
-    @classmethod
-    def from_config(cls, config, mode):
-        """The training sampler (mode "train": runner.train_data_dir, runner.seed,
-        endless) or the test sampler (mode "infer": runner.test_data_dir,
-        runner.infer_seed, runner.infer_episodes episodes per pass)."""
-        hp, runner = config["hyper_parameters"], config["runner"]
-        n_way = hp["n_way"]
-        if mode == "train":
-            data_dir, seed, num_episodes = runner["train_data_dir"], runner["seed"], None
-            k_query, task_rotation = hp["k_query"], hp["task_rotation"]
-        elif mode == "infer":
-            data_dir, seed, num_episodes = runner["test_data_dir"], runner["infer_seed"], runner["infer_episodes"]
-            k_query, task_rotation = hp["k_query_test"], False
-            n_way = hp["n_way_test"] or n_way
-        else:
-            raise ValueError(f"mode must be train or infer, got {mode!r}")
-        return cls(data_dir, n_way, hp["k_spt"], k_query, hp["imgsize"], seed, num_episodes=num_episodes,
-                   rotations=hp["rotations"], task_rotation=task_rotation, resize=hp["resize"])
