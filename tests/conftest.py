@@ -22,9 +22,9 @@ def quick_run_overrides(config_path, classes):
     Meta-Baseline config starts from scratch (its pretrained encoder is another
     run's output), training episodes of at most CLASSES classes, and each epoch
     evaluated on its own (an ensemble of the best epochs needs several)."""
-    import yaml
+    from models.lib.config import read_config_tree
 
-    config = yaml.safe_load(open(config_path))
+    config = read_config_tree(config_path)
     hp = config["hyper_parameters"]
     overrides = []
     if config["runner"].get("infer_ensemble_top"):  # one epoch: no ensemble (tested in test_drivers)
@@ -44,13 +44,13 @@ def shipped_configs(data, pattern="config*.yaml"):
     prepared RGB sets) or "leo_embeddings" (the LEO authors' files)."""
     import glob
 
-    import yaml
+    from models.lib.config import read_config_tree
 
     readers = {"omniglot": ("omniglot_reader", "omniglot_images_reader", "encoder_features_reader"),
                "images": ("image_classes_reader",), "leo_embeddings": ("leo_embeddings_reader",)}[data]
     found = []
     for path in sorted(glob.glob(os.path.join(ROOT, "models", "multitask", "*", pattern))):
-        reader = os.path.basename(yaml.safe_load(open(path))["runner"]["train_reader_path"])
+        reader = os.path.basename(read_config_tree(path)["runner"]["train_reader_path"])
         if reader in readers:
             found.append(os.path.relpath(path, ROOT))
     return found

@@ -5,13 +5,12 @@ import os
 import re
 
 import pytest
-import yaml
 
 from conftest import MODEL_DIR, ROOT
 from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS
 from models.multitask.maml.omniglot_reader import READER_OPTIONS
 from tools.utils import runtime
-from models.lib.config import RUNNER_OPTIONS, ConfigError, parse_override
+from models.lib.config import RUNNER_OPTIONS, ConfigError, parse_override, read_config_tree
 
 CONFIG = os.path.join(MODEL_DIR, "config.yaml")
 BIGDATA = os.path.join(MODEL_DIR, "config_bigdata.yaml")
@@ -98,7 +97,7 @@ def flat_keys(path):
     def walk(tree, prefix):
         for k, v in tree.items():
             yield from walk(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
-    return set(walk(yaml.safe_load(open(path)), ""))
+    return set(walk(read_config_tree(path), ""))
 
 
 SHIPPED = sorted(glob.glob(os.path.join(MODEL_DIR, "config*.yaml")))
@@ -110,7 +109,7 @@ def test_shipped_configs_set_the_same_keys_and_load():
     assert len(SHIPPED) >= 5
     first_of_reader = {}
     for path in SHIPPED:
-        reader = yaml.safe_load(open(path))["runner"]["train_reader_path"]
+        reader = read_config_tree(path)["runner"]["train_reader_path"]
         reference = first_of_reader.setdefault(reader, CONFIG if "omniglot" in reader else path)
         assert flat_keys(path) == flat_keys(reference), path
         load(path)

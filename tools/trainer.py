@@ -24,7 +24,7 @@ if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.utils import cli, distributed, evaluation, memory, run_lock, runtime, train_log  # before Paddle: MKL
-from tools.utils import visual_log
+from tools.utils import resolved_config, visual_log
 from tools.utils.watch import ChanceWatch
 import numpy as np
 import paddle
@@ -185,6 +185,14 @@ def train(args):
     try:
         if rank == 0:
             checkpoint.clean_stale(runner["model_save_path"], say)
+            command = ["python", "tools/trainer.py", "-m", args.config_yaml] + [a for o in args.opt for a in ("-o", o)]
+            text = resolved_config.render(config, command)
+            say(text, end="")
+            changed = resolved_config.changed_keys(runner["model_save_path"], config)
+            if changed:
+                say(f"note: {runner['model_save_path']} was trained before with other values of "
+                    f"{', '.join(changed)}")
+            resolved_config.save(runner["model_save_path"], text)
         run_training(config, model_def, train_reader, rank, world, say)
     finally:
         run_lock.release(lock)

@@ -171,8 +171,45 @@ def read_yaml(path):
     return tree
 
 
+BASE_KEY = "base"
+
+
+def _merge(base, over):
+    """BASE with OVER's values put in, section by section (nested dicts merged); a
+    key set to null (~) in OVER is removed (a key the variant's reader does not have)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_tree(path, _chain=()):
+    """The YAML tree of the config at PATH with its bases resolved: a config that
+    says `base: config_bigdata.yaml` (a file in the same folder) is that file with
+    this one's keys put in (null removes one). Paths resolve against the folder."""
+    path = os.path.abspath(path)
+    if path in _chain:
+        cycle = " -> ".join(os.path.basename(p) for p in _chain + (path,))
+        raise ConfigError(f"config file {_chain[0]}: its bases form a cycle: {cycle}")
+    tree = read_yaml(path)
+    if BASE_KEY not in tree:
+        return tree
+    base = tree.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.endswith(".yaml") or os.path.basename(base) != base:
+        raise ConfigError(f"config file {path}: base = {base!r}, expected the name of a .yaml file in the same folder")
+    base_path = os.path.join(os.path.dirname(path), base)
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"config file {path}: base {base} not found (expected {base_path})")
+    return _merge(read_config_tree(base_path, _chain + (path,)), tree)
+
+
 def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
-    """Read PATH, apply overrides ('section.key=value'), validate.
+    """Read PATH (its bases resolved), apply overrides ('section.key=value'), validate.
 
     hyper_parameter_options: a list of Option, or a function of the validated
     runner section returning one (the keys of the model and of its readers).
@@ -182,7 +219,7 @@ def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
     is present (defaults filled), path options are absolute.
     """
     path = os.path.abspath(path)
-    tree = read_yaml(path)
+    tree = read_config_tree(path)
     for text in overrides:
         key, value = parse_override(text)
         _set_nested(tree, key, value, where=f"override {text!r}")

@@ -8,7 +8,7 @@ import sys
 import numpy as np  # before paddle: Paddle 2.6 with numpy 2 fails to import otherwise
 import paddle  # (the package's __init__ has silenced Paddle's "No ccache found" warning)
 
-from models.lib.config import ConfigError, load_config, merge_options, read_yaml
+from models.lib.config import ConfigError, load_config, merge_options, read_config_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,13 +61,11 @@ def import_readers(config_dir, runner):
             for key in ("train_reader_path", "infer_reader_path")]
 
 
-def load_model_and_config(config_path, overrides, warn=print):
-    """Returns (config, DygraphModel instance, model module) for CONFIG_PATH.
-    The hyper_parameters schema is the model's keys plus its readers' keys;
-    config["data"] is what the training reader says of the data (image shape,
-    n_way), for the model to build itself."""
+def resolve_config(config_path, overrides, warn=print):
+    """(config, model module) for CONFIG_PATH: its bases resolved, the overrides
+    applied, every key checked against the model's keys plus its readers' keys."""
     config_path = os.path.abspath(config_path)
-    read_yaml(config_path)  # a missing or broken file is reported before any import
+    read_config_tree(config_path)  # a missing or broken file (or base) is reported before any import
     config_dir = os.path.dirname(config_path)
     model_module = import_from_config_dir(config_dir, "dygraph_model", "model code")
 
@@ -75,8 +73,15 @@ def load_model_and_config(config_path, overrides, warn=print):
         readers = import_readers(config_dir, runner)
         return merge_options(model_module.HYPER_PARAMETER_OPTIONS, *(r.READER_OPTIONS for r in readers))
 
-    config = load_config(config_path, overrides, hyper_parameter_options, warn=warn)
-    config["data"] = import_readers(config_dir, config["runner"])[0].describe(config)
+    return load_config(config_path, overrides, hyper_parameter_options, warn=warn), model_module
+
+
+def load_model_and_config(config_path, overrides, warn=print):
+    """Returns (config, DygraphModel instance, model module) for CONFIG_PATH;
+    config["data"] is what the training reader says of the data (image shape,
+    n_way), for the model to build itself."""
+    config, model_module = resolve_config(config_path, overrides, warn)
+    config["data"] = import_readers(config["config_dir"], config["runner"])[0].describe(config)
     return config, model_module.DygraphModel(), model_module
 
 

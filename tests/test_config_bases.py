@@ -1,0 +1,108 @@
+"""Configs that name a base and state only what differs: each resolves, key by key,
+to the whole file it replaced (tests/data/configs_before_bases.json, the resolved
+configs of the shipped files before they were given bases), and bad bases fail in
+one line."""
+import glob
+import json
+import os
+
+import pytest
+
+from conftest import MODEL_DIR, ROOT
+from models.lib.config import ConfigError, read_config_tree
+from tools.utils import runtime
+
+BEFORE = json.load(open(os.path.join(ROOT, "tests", "data", "configs_before_bases.json")))
+SELF_CONTAINED = ("config.yaml", "config_bigdata.yaml")  # what a PaddleRec user opens first
+
+
+def flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = os.path.relpath(value, ROOT) if isinstance(value, str) and value.startswith(
+                ROOT + os.sep) else value
+    return out
+
+
+@pytest.mark.parametrize("variant", sorted(BEFORE))
+def test_each_variant_resolves_to_the_file_it_replaces(variant):
+    config, _ = runtime.resolve_config(os.path.join(ROOT, variant), [], warn=lambda message: None)
+    resolved = {**flat(config["runner"], "runner."), **flat(config["hyper_parameters"], "hyper_parameters.")}
+    before = BEFORE[variant]
+    for key in sorted(set(before) | set(resolved)):
+        assert resolved.get(key, "<absent>") == before.get(key, "<absent>"), f"{variant}: {key}"
+
+
+def test_every_variant_names_a_base_and_is_short():
+    configs = sorted(glob.glob(os.path.join(ROOT, "models", "multitask", "*", "config*.yaml")))
+    variants = [p for p in configs if os.path.basename(p) not in SELF_CONTAINED]
+    assert sorted(os.path.relpath(p, ROOT) for p in variants) == sorted(BEFORE)
+    for path in configs:
+        text = open(path).read()
+        has_base = any(line.startswith("base: ") for line in text.splitlines())
+        assert has_base == (path in variants), path
+        if has_base:
+            assert len(text.splitlines()) <= 40, f"{path}: {len(text.splitlines())} lines"
+
+
+def write(folder, name, text):
+    (folder / name).write_text(text)
+    return str(folder / name)
+
+
+def test_a_variant_overrides_and_removes_keys_of_its_base(tmp_path):
+    write(tmp_path, "base.yaml", "runner:\n  epochs: 3\n  seed: 1\nhyper_parameters:\n  a:\n    b: 1\n    c: 2\n")
+    path = write(tmp_path, "v.yaml", "base: base.yaml\nrunner:\n  seed: 7\nhyper_parameters:\n  a:\n    c: ~\n")
+    assert read_config_tree(path) == {"runner": {"epochs": 3, "seed": 7}, "hyper_parameters": {"a": {"b": 1}}}
+
+
+def test_a_missing_base_a_cycle_and_a_base_elsewhere_fail_in_one_line(tmp_path):
+    path = write(tmp_path, "v.yaml", "base: nope.yaml\nrunner:\n  seed: 7\n")
+    with pytest.raises(ConfigError, match=r"v.yaml: base nope.yaml not found"):
+        read_config_tree(path)
+    write(tmp_path, "a.yaml", "base: b.yaml\n")
+    write(tmp_path, "b.yaml", "base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"a.yaml: its bases form a cycle: a.yaml -> b.yaml -> a.yaml"):
+        read_config_tree(str(tmp_path / "a.yaml"))
+    path = write(tmp_path, "w.yaml", "base: ../config_bigdata.yaml\n")
+    with pytest.raises(ConfigError, match=r"w.yaml: base = '../config_bigdata.yaml', expected the name of a "
+                                          r"\.yaml file in the same folder"):
+        read_config_tree(path)
+
+
+def test_an_unknown_key_in_a_variant_is_named():
+    variant = os.path.join(MODEL_DIR, f"typo_test_{os.getpid()}.yaml")  # a base is in the same folder
+    try:
+        with open(variant, "w") as f:
+            f.write("base: config_bigdata.yaml\nhyper_parameters:\n  update_stpe: 2\n")
+        with pytest.raises(ConfigError, match=r"unknown key hyper_parameters.update_stpe \(did you mean "
+                                              r"hyper_parameters.update_step\?\)"):
+            runtime.resolve_config(variant, [])
+    finally:
+        os.remove(variant)
+
+
+def test_the_resolved_config_is_printed_and_kept_beside_the_checkpoints(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    variant = os.path.join("models", "multitask", "maml", "config_bigdata_anil.yaml")
+    tiny = ["runner.train_data_dir=data/sample_data/train", "runner.val_data_dir=", "runner.epochs=1",
+            "runner.train_batches_per_epoch=1", "runner.train_batch_size=2", f"runner.model_save_path={tmp_path}"]
+    command = [sys.executable, "tools/trainer.py", "-m", variant] + [a for o in tiny for a in ("-o", o)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    saved = yaml.safe_load(open(tmp_path / "config_resolved.yaml"))
+    expected, _ = runtime.resolve_config(os.path.join(ROOT, variant), tiny)
+    assert saved == {"runner": expected["runner"], "hyper_parameters": expected["hyper_parameters"]}
+    assert saved["hyper_parameters"]["adapt_layers"] == "head"  # the variant's own key
+    assert "adapt_layers: head" in result.stdout and "-o runner.epochs=1" in result.stdout
+    rerun = subprocess.run(command[:-2] + ["-o", "runner.epochs=2"] + command[-2:], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"note: {tmp_path} was trained before with other values of runner.epochs" in rerun.stdout

@@ -1,0 +1,64 @@
+"""The resolved config of a run (its bases, overrides and defaults applied):
+printed when training starts and kept as MODEL_SAVE_PATH/config_resolved.yaml,
+so the run folder records every value it was trained with and the command that
+repeats it. A resumed run whose values changed says which."""
+import os
+import shlex
+
+import yaml
+
+FILE = "config_resolved.yaml"
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def values(config):
+    """The runner and hyper_parameters sections, as the run uses them."""
+    return {"runner": config["runner"], "hyper_parameters": config["hyper_parameters"]}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections and keys one per line, lists on one line (as the shipped configs)."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def render(config, argv):
+    command = " ".join(shlex.quote(a) for a in argv)
+    body = yaml.dump(values(config), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return (f"# The resolved config of this run: {config['config_path']} with its bases, overrides and\n"
+            f"# defaults applied (paths absolute). The run was started with:\n#     {command}\n{body}")
+
+
+def changed_keys(save_path, config):
+    """Keys whose values differ from the resolved config saved by an earlier run in SAVE_PATH."""
+    path = os.path.join(save_path, FILE)
+    try:
+        with open(path) as f:
+            earlier = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    now, before = _flat(values(config)), _flat(earlier)
+    return sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+
+
+def save(save_path, text):
+    """Write TEXT to SAVE_PATH/config_resolved.yaml atomically."""
+    os.makedirs(save_path, exist_ok=True)
+    path = os.path.join(save_path, FILE)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
