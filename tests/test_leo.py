@@ -72,7 +72,7 @@ def make_noise(rng):
 
 
 def config():
-    return {"hyper_parameters": HP, "data": {"n_way": N_WAY, "n_way_test": N_WAY, "feature_size": D}}
+    return {"hyper_parameters": dict(HP, n_way=N_WAY, n_way_test=N_WAY), "data": {"feature_size": D}}
 
 
 def feeds_of(tasks):
@@ -206,7 +206,7 @@ def test_a_non_finite_gradient_is_replaced_by_the_authors_guard_and_training_goe
 def test_training_without_dropout():
     """dropout_rate 0: no masks drawn, the same step otherwise."""
     model_def = DygraphModel()
-    hp = dict(HP, dropout_rate=0.0)
+    hp = dict(config()["hyper_parameters"], dropout_rate=0.0)
     cfg = {"hyper_parameters": hp, "data": config()["data"], "runner": {"seed": 3}}
     model = model_def.create_model(cfg)
     loss, _, _ = model_def.train_forward(model, model_def.create_metrics(cfg)[0], make_tasks(np.random.RandomState(13)), cfg)

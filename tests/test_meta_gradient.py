@@ -38,8 +38,8 @@ def make_config(first_order, downsample, reduction="mean", alpha=ALPHA, adapt_la
                                  "downsample": downsample, "bn_channel": 6, "tasks_per_pass": 0,
                                  "per_step_bn_weights": False, "learn_inner_lr": False, "adapt_bn": True,
                                  "inner_loss_reduction": reduction, "adapt_layers": adapt_layers,
-                                 "base_optimizer": {"learning_rate": alpha}},
-            "data": {"n_way": 3, "image_shape": [1, 16, 16]}}
+                                 "base_optimizer": {"learning_rate": alpha}, "n_way": 3, "n_way_test": 0},
+            "data": {"image_shape": [1, 16, 16]}}
 
 
 def forward(net, x, params, **kwargs):

@@ -61,7 +61,7 @@ def test_protonet_loss_is_the_cross_entropy_of_negative_squared_distances():
     model = model_def.create_model(config)
     rng = np.random.RandomState(2)
     episode = (rng.rand(3, 1, 28, 28), np.arange(3), rng.rand(6, 1, 28, 28), np.repeat(np.arange(3), 2))
-    config["data"]["n_way"] = 3
+    config["hyper_parameters"]["n_way"] = 3
     metrics, _ = model_def.create_metrics(config)
     loss, _, _ = model_def.train_forward(model, metrics, [episode], config)
     # the features of all nine images in one batch, as train_forward computes them

@@ -27,8 +27,8 @@ def float64():
 
 def make_config(tasks):
     return {"runner": {"epochs": 1, "train_batches_per_epoch": 10},
-            "data": {"n_way": 3, "image_shape": [1, 16, 16]},
-            "hyper_parameters": {"update_step": STEPS, "inner_batch_size": INNER_BATCH,
+            "data": {"image_shape": [1, 16, 16]},
+            "hyper_parameters": {"n_way": 3, "n_way_test": 0, "update_step": STEPS, "inner_batch_size": INNER_BATCH,
                                  "base_optimizer": {"class": "SGD", "learning_rate": ALPHA},
                                  "meta_optimizer": {"learning_rate": EPSILON, "final_learning_rate": 0.0}}}
 

@@ -251,6 +251,13 @@ def test_chance_warning_after_two_epochs_at_chance():
     assert watch.end_epoch(3) is None  # learning again
 
 
+def test_a_model_without_a_chance_loss_is_never_warned_about():
+    watch = ChanceWatch(None)  # the chance_loss hook may return None (no meaningful chance value)
+    for epoch in range(3):
+        watch.add(5.0)
+        assert watch.end_epoch(epoch) is None
+
+
 def test_diverged_run_warns(tmp_path):
     result = trainer(tmp_path / "run", "-o", "runner.epochs=3",
                      "-o", "hyper_parameters.meta_optimizer.learning_rate=1000000")

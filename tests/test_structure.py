@@ -117,7 +117,7 @@ class DygraphModel(FewShotModel):
 
     def _logits(self, model, batch, config):
         xs, ys, xq, yq = self.create_feeds(batch, config)
-        t, n = xs.shape[0], config["data"]["n_way"]
+        t, n = xs.shape[0], xs.shape[1] // config["hyper_parameters"]["k_spt"]
         fs, fq = model(xs.reshape([t, xs.shape[1], -1])), model(xq.reshape([t, xq.shape[1], -1]))
         one_hot = paddle.nn.functional.one_hot(ys, n).astype(fs.dtype)
         centroids = paddle.matmul(one_hot, fs, transpose_x=True) / one_hot.sum(axis=1).unsqueeze(-1)

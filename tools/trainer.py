@@ -185,14 +185,8 @@ def train(args):
     try:
         if rank == 0:
             checkpoint.clean_stale(runner["model_save_path"], say)
-            command = ["python", "tools/trainer.py", "-m", args.config_yaml] + [a for o in args.opt for a in ("-o", o)]
-            text = resolved_config.render(config, command)
-            say(text, end="")
-            changed = resolved_config.changed_keys(runner["model_save_path"], config)
-            if changed:
-                say(f"note: {runner['model_save_path']} was trained before with other values of "
-                    f"{', '.join(changed)}")
-            resolved_config.save(runner["model_save_path"], text)
+            resolved_config.announce(config, ["python", "tools/trainer.py", "-m", args.config_yaml] +
+                                     [a for o in args.opt for a in ("-o", o)], say)
         run_training(config, model_def, train_reader, rank, world, say)
     finally:
         run_lock.release(lock)

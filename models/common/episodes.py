@@ -4,7 +4,8 @@ its config keys).
 
 The reader interface the drivers use (tools/trainer.py, tools/infer.py):
     READER_OPTIONS         the hyper_parameters keys the reader owns (utils.config.Option)
-    describe(config)       {"image_shape": [C, H, W], "n_way": N}: what a model needs to build itself
+    describe(config)       {"image_shape": [C, H, W]} (or feature_size, n_classes): what a model needs
+                           of the data to build itself; the episode's ways are ways(config, mode)
     check_data(config, mode) -> (bytes, what): before anything is decoded, one-line ValueError
                            naming the key when the data folder of MODE is missing, has fewer
                            classes than the episode's ways or a class fewer images than its
@@ -31,14 +32,21 @@ EPISODE_OPTIONS = [
 ]
 
 
+def ways(config, mode="train"):
+    """Classes per episode: hyper_parameters.n_way in training ("train"), n_way_test
+    (0: n_way) in test and validation episodes ("infer")."""
+    hp = config["hyper_parameters"]
+    return hp["n_way"] if mode == "train" else hp["n_way_test"] or hp["n_way"]
+
+
 def mode_settings(config, mode):
     """(data folder, its config key, ways, queries per class) of MODE: "train", or
     "infer" (the test folder, or the validation one when config["validation"])."""
     hp, runner = config["hyper_parameters"], config["runner"]
     if mode == "train":
-        return runner["train_data_dir"], "runner.train_data_dir", hp["n_way"], hp["k_query"]
+        return runner["train_data_dir"], "runner.train_data_dir", ways(config), hp["k_query"]
     key = "runner.val_data_dir" if config.get("validation") else "runner.test_data_dir"
-    return runner["test_data_dir"], key, hp["n_way_test"] or hp["n_way"], hp["k_query_test"]
+    return runner["test_data_dir"], key, ways(config, "infer"), hp["k_query_test"]
 
 
 class EpisodeDataset(paddle.io.IterableDataset):

@@ -26,6 +26,8 @@ import math
 import numpy as np
 import paddle
 
+from models.common.episodes import ways
+
 
 class FewShotModel:
     """Defaults of the hooks, and the feeds of an episode batch."""
@@ -54,12 +56,12 @@ class FewShotModel:
 
     def chance_loss(self, config):
         """Cross-entropy of uniform predictions over the training episode's classes."""
-        return math.log(config["data"]["n_way"])
+        return math.log(ways(config))
 
     def batch_images(self, config):
         """Images through the network per training batch: episodes x ways x (shots + queries)."""
         hp = config["hyper_parameters"]
-        return config["runner"]["train_batch_size"] * hp["n_way"] * (hp["k_spt"] + hp["k_query"])
+        return config["runner"]["train_batch_size"] * ways(config) * (hp["k_spt"] + hp["k_query"])
 
     def estimate_batch_bytes(self, config):
         """A rough lower estimate of one training batch's activations: every image's

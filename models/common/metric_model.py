@@ -4,6 +4,7 @@ features' similarity to the centroids, cross-entropy on the query labels."""
 import paddle
 import paddle.nn.functional as F
 
+from models.common.episodes import ways
 from models.common.fewshot_model import FewShotModel
 from models.common.metric import centroids, cosine_logits, episode_features, squared_euclidean_logits
 from models.lib.metrics import EpisodeAccuracy, accuracy
@@ -30,7 +31,7 @@ class CentroidModel(FewShotModel):
 
     def train_forward(self, model, metrics_list, batch_data, config):
         """Mean query cross-entropy over the episodes of the batch."""
-        logits, labels = self.episode_logits(model, self.create_feeds(batch_data, config), config["data"]["n_way"])
+        logits, labels = self.episode_logits(model, self.create_feeds(batch_data, config), ways(config))
         loss = F.cross_entropy(logits.reshape([-1, logits.shape[-1]]), labels.reshape([-1]))
         metrics_list[0].update(accuracy(logits.detach(), labels))
         return loss, metrics_list, {"loss": loss}
@@ -38,6 +39,6 @@ class CentroidModel(FewShotModel):
     def infer_forward(self, model, metrics_list, batch_data, config):
         with paddle.no_grad():
             logits, labels = self.episode_logits(model, self.create_feeds(batch_data, config),
-                                                 config["data"]["n_way_test"])
+                                                 ways(config, "infer"))
         metrics_list[0].update(accuracy(logits, labels))
         return metrics_list, {}

@@ -83,12 +83,3 @@ def top_epochs(records, n):
     """The N epochs with the best end-of-epoch validation result (last metric), best first."""
     ends = {r["epoch"]: r["val"] for r in records if "val" in r}
     return sorted(ends, key=lambda epoch: (list(ends[epoch].values())[-1], epoch), reverse=True)[:n]
-
-
-def best_epoch(records):
-    """The epoch whose end-of-epoch validation record (train_log.jsonl lines with
-    "val") has the highest value of the last metric, the latest on ties; None without any."""
-    ends = {r["epoch"]: r["val"] for r in records if "val" in r}
-    if not ends:
-        return None
-    return max(ends, key=lambda epoch: (list(ends[epoch].values())[-1], epoch))

@@ -62,3 +62,15 @@ def save(save_path, text):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def announce(config, command, say=print):
+    """Print the resolved config (and which values differ from an earlier run in
+    the same folder), then keep it there."""
+    save_path = config["runner"]["model_save_path"]
+    text = render(config, command)
+    say(text, end="")
+    changed = changed_keys(save_path, config)
+    if changed:
+        say(f"note: {save_path} was trained before with other values of {', '.join(changed)}")
+    save(save_path, text)

@@ -17,12 +17,14 @@ class ChanceWatch:
         self.epoch_losses.append(interval_loss)
 
     def end_epoch(self, epoch):
-        """A one-line warning after the second epoch in a row at chance, else None."""
-        at_chance = bool(self.epoch_losses) and all(loss >= AT_CHANCE * self.chance
-                                                    for loss in self.epoch_losses)
+        """A one-line warning after the second epoch in a row at chance, else None
+        (always None for a model without a chance loss)."""
+        losses, self.epoch_losses = self.epoch_losses, []
+        if self.chance is None:
+            return None
+        at_chance = bool(losses) and all(loss >= AT_CHANCE * self.chance for loss in losses)
         self.epochs_at_chance = self.epochs_at_chance + 1 if at_chance else 0
-        self.epoch_losses = []
-        if self.chance is None or self.epochs_at_chance < 2:
+        if self.epochs_at_chance < 2:
             return None
         return (f"warning: the training loss has stayed at or above its chance value {self.chance:.3f} "
                 f"for {self.epochs_at_chance} epochs (up to epoch {epoch}): the model is not learning; "

@@ -35,10 +35,9 @@ def image_shape(config):
 
 
 def describe(config):
-    """The feature size of the checkpoint's encoder (built, not run) and the ways."""
+    """The feature size of the checkpoint's encoder (built, not run)."""
     encoder, _, _ = pretrained.load_encoder(config["hyper_parameters"]["encoder_path"], KEY, image_shape(config))
-    hp = config["hyper_parameters"]
-    return {"feature_size": encoder.feature_size, "n_way": hp["n_way"], "n_way_test": hp["n_way_test"] or hp["n_way"]}
+    return {"feature_size": encoder.feature_size}
 
 
 def check_data(config, mode):

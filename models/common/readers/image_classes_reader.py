@@ -82,8 +82,7 @@ def normalizer(config, data_dir, key):
 
 def describe(config):
     hp = config["hyper_parameters"]
-    return {"image_shape": [3, hp["imgsize"], hp["imgsize"]], "n_way": hp["n_way"],
-            "n_way_test": hp["n_way_test"] or hp["n_way"]}
+    return {"image_shape": [3, hp["imgsize"], hp["imgsize"]]}
 
 
 def check_data(config, mode):

@@ -28,7 +28,7 @@ READER_OPTIONS = FEATURE_OPTIONS + [
 
 def describe(config):
     hp = config["hyper_parameters"]
-    return {"feature_size": hp["feature_size"], "n_way": hp["n_way"], "n_way_test": hp["n_way_test"] or hp["n_way"]}
+    return {"feature_size": hp["feature_size"]}
 
 
 def check_data(config, mode):

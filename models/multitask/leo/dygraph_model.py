@@ -21,6 +21,7 @@ import itertools
 import numpy as np
 import paddle
 
+from models.common.episodes import ways
 from models.common.fewshot_model import FewShotModel
 from models.common.layers import cross_entropy
 from models.multitask.leo import net
@@ -180,7 +181,7 @@ class DygraphModel(FewShotModel):
     def meta_loss(self, model, feeds, config, noise):
         """(meta-loss, query logits): the mean task loss and the penalties on the weights."""
         hp = config["hyper_parameters"]
-        _, logits, kl, penalty = leo_episodes(model, feeds, hp, config["data"]["n_way"], noise)
+        _, logits, kl, penalty = leo_episodes(model, feeds, hp, ways(config), noise)
         task_loss = cross_entropy(logits, feeds[3], twice_differentiable=False)
         loss = (task_loss + hp["kl_weight"] * kl + hp["encoder_penalty_weight"] * penalty).mean()
         l2 = paddle.add_n([(w * w).sum() for w in model.penalised_weights()]) / 2
@@ -191,7 +192,7 @@ class DygraphModel(FewShotModel):
     def train_forward(self, model, metrics_list, batch_data, config):
         feeds = self.create_feeds(batch_data, config)
         xs, _, xq, _ = feeds
-        shapes = (xs.shape[0], config["data"]["n_way"], xs.shape[1] // config["data"]["n_way"], xq.shape[1],
+        shapes = (xs.shape[0], ways(config), xs.shape[1] // ways(config), xq.shape[1],
                   xs.shape[2])
         noise = draw_noise(self.rng, shapes, config["hyper_parameters"], paddle.get_default_dtype())
         loss, logits = self.meta_loss(model, feeds, config, noise)
@@ -201,7 +202,7 @@ class DygraphModel(FewShotModel):
     def infer_forward(self, model, metrics_list, batch_data, config):
         feeds = self.create_feeds(batch_data, config)
         latent_logits, logits, _, _ = leo_episodes(model, feeds, config["hyper_parameters"],
-                                                   config["data"]["n_way_test"])
+                                                   ways(config, "infer"))
         metrics_list[0].update(accuracy(latent_logits, feeds[3]))
         metrics_list[1].update(accuracy(logits.detach(), feeds[3]))
         return metrics_list, {}

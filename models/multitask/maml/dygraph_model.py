@@ -13,6 +13,7 @@ on this one path. The network: net.py; the config keys: options.py.
 """
 import paddle
 
+from models.common.episodes import ways
 from models.common.fewshot_model import FewShotModel
 from models.common.layers import cross_entropy
 from models.lib.metrics import EpisodeAccuracy, accuracy
@@ -155,7 +156,7 @@ class DygraphModel(FewShotModel):
         """The step on the gradient of the *mean* support loss: the authors' loss
         (summed over a class's K images, divided by K) is n_way x the mean."""
         hp = config["hyper_parameters"]
-        scale = config["data"]["n_way"] if hp["inner_loss_reduction"] == "authors" else 1
+        scale = ways(config) if hp["inner_loss_reduction"] == "authors" else 1
         return hp["base_optimizer"]["learning_rate"] * scale
 
     def inner_loop(self, dy_model, config, first_order=False, track=True):

@@ -15,6 +15,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from models.common.episodes import ways
 from models.common.layers import (BN_EPSILON, batch_norm_current_batch, fused_batch_norm_current_batch,
                                   max_pool_2x2, same_padding)
 from models.lib.config import Option, positive
@@ -249,10 +250,10 @@ def conv4_from_config(config, **extra):
     hyper_parameters (NETWORK_OPTIONS), input channels and classes from the data
     its reader describes (config["data"]); EXTRA goes to MAMLConvNet."""
     hp, data = config["hyper_parameters"], config["data"]
-    if data.get("n_way_test", data["n_way"]) != data["n_way"]:
-        raise ValueError(f"config file {config['config_path']}: hyper_parameters.n_way_test = {data['n_way_test']}, "
-                         f"but this network's classifier has n_way = {data['n_way']} outputs (set 0)")
-    return MAMLConvNet(n_way=data["n_way"], in_channels=data["image_shape"][0],
+    if ways(config, "infer") != ways(config):
+        raise ValueError(f"config file {config['config_path']}: hyper_parameters.n_way_test = {hp['n_way_test']}, "
+                         f"but this network's classifier has n_way = {hp['n_way']} outputs (set 0)")
+    return MAMLConvNet(n_way=ways(config), in_channels=data["image_shape"][0],
                        hidden_channels=hp["bn_channel"], downsample=hp["downsample"],
                        bn_scale=hp.get("bn_scale", True), bn_epsilon=hp.get("bn_epsilon", BN_EPSILON),
                        head_init=hp.get("fc_init", "xavier"), features=hp.get("features", "mean"),
@@ -263,7 +264,7 @@ def conv4_description(config):
     """What a checkpoint of conv4_from_config(config) must match to be loaded."""
     hp, data = config["hyper_parameters"], config["data"]
     description = {"model": "maml_conv4", "downsample": hp["downsample"], "bn_channel": hp["bn_channel"],
-                   "n_way": data["n_way"]}
+                   "n_way": ways(config)}
     if data["image_shape"][0] != 1:  # absent from checkpoints made when all data was grey
         description["in_channels"] = data["image_shape"][0]
     if not hp.get("bn_scale", True):  # likewise: absent from checkpoints made before the option

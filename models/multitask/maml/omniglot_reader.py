@@ -3,7 +3,7 @@ reader MAML's configs name (and the other learners' on Omniglot). The
 characters come from models/common/omniglot.py (decoded once, kept as uint8);
 sampling an episode only indexes those arrays (models/common/episodes.py).
 """
-from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset
+from models.common.episodes import EPISODE_OPTIONS, EpisodeDataset, ways
 from models.common.omniglot import IMAGE_OPTIONS, OmniglotCharacters, check_folder
 from models.lib.config import Option
 
@@ -20,15 +20,14 @@ def check_data(config, mode):
         return check_folder(runner["train_data_dir"], "runner.train_data_dir", hp["n_way"],
                             hp["k_spt"] + hp["k_query"], hp["imgsize"], hp["rotations"])
     key = "runner.val_data_dir" if config.get("validation") else "runner.test_data_dir"
-    return check_folder(runner["test_data_dir"], key, hp["n_way_test"] or hp["n_way"],
+    return check_folder(runner["test_data_dir"], key, ways(config, "infer"),
                         hp["k_spt"] + hp["k_query_test"], hp["imgsize"], hp["rotations"])
 
 
 def describe(config):
     """What a model needs to know of the data to build itself."""
     hp = config["hyper_parameters"]
-    return {"image_shape": [1, hp["imgsize"], hp["imgsize"]], "n_way": hp["n_way"],
-            "n_way_test": hp["n_way_test"] or hp["n_way"]}
+    return {"image_shape": [1, hp["imgsize"], hp["imgsize"]]}
 
 
 class RecDataset(EpisodeDataset):
@@ -58,7 +57,7 @@ class RecDataset(EpisodeDataset):
         elif mode == "infer":
             data_dir, seed, num_episodes = runner["test_data_dir"], runner["infer_seed"], runner["infer_episodes"]
             k_query, task_rotation = hp["k_query_test"], False
-            n_way = hp["n_way_test"] or n_way
+            n_way = ways(config, "infer")
         else:
             raise ValueError(f"mode must be train or infer, got {mode!r}")
         return cls(data_dir, n_way, hp["k_spt"], k_query, hp["imgsize"], seed, num_episodes=num_episodes,
