@@ -191,7 +191,7 @@ def test_fewer_classes_than_n_way(tmp_path):
 
 
 def test_the_committed_run_resumes_with_its_optimizer_state():
-    """The newest checkpoint of the long 5-way 1-shot run (made in another process, whose
+    """The shipped 5-way 1-shot checkpoint, the newest of its long run (made in another process, whose
     layers had other internal names) loads into today's model and optimizer and takes a
     step: Paddle keys Adam's state by internal parameter names, which checkpoint.load maps
     from the saved tensors' names."""
@@ -199,7 +199,7 @@ def test_the_committed_run_resumes_with_its_optimizer_state():
     from tools.trainer import backward
     from models.lib import checkpoint
 
-    run_dir = os.path.join(MODEL_DIR, "runs", "config_bigdata")
+    run_dir = os.path.join(MODEL_DIR, "weights", "omniglot_5way1shot")
     epoch, path, meta = checkpoint.latest_good(run_dir)
     config, model_def = load_model_config(path=os.path.join(MODEL_DIR, "config_bigdata.yaml"))
     for _ in range(2):  # as after other tests in one process: the parameters' internal names move on

@@ -3,10 +3,10 @@ forward takes the weights as a dict keyed by name ("conv0.weight", ...,
 "fc.bias"), so the inner loop (dygraph_model.py) hands it fast weights, new
 tensors, and never writes into the meta-parameters.
 
-Four blocks of 3x3 conv + batch norm + ReLU and a linear classifier. The MAML++
-options that add weights (learned per-step inner rates, per-step batch-norm
-weights) are built here too. Reptile and ANIL train this same network.
+Four blocks of 3x3 conv + batch norm + ReLU and a linear classifier, plus the MAML++ weights
+(learned per-step inner rates, per-step batch norm). Reptile and ANIL train this same network.
 """
+import functools
 import math
 
 import numpy as np
@@ -152,6 +152,7 @@ class MAMLConvNet(nn.Layer):
             raise ValueError(f"the weights lack {', '.join(missing)}")
         tasks, batch = x.shape[0], x.shape[1]
         norm = batch_norm_current_batch if twice_differentiable else fused_batch_norm_current_batch
+        norm = functools.partial(norm, eps=self.bn_epsilon)
         for i in range(NUM_BLOCKS):
             w = params[f"conv{i}.weight"]
             channels = w.shape[1]
@@ -161,14 +162,13 @@ class MAMLConvNet(nn.Layer):
             # (3.3.1 and 2.6.2; tests/test_net.py keeps a check of it).
             scale = params[f"bn{i}.weight"] if f"bn{i}.weight" in params else 1.0 + 0.0 * shift
             scale, shift = self._batch_norm_weights(scale, shift, bn_step)
-            # The conv bias is a per-channel constant the batch norm subtracts again: its exact gradient
-            # is zero. Kept as a weight (the authors' network has it), at the cost of a [T*C] operation.
+            # The conv bias: a per-channel constant batch norm removes (zero gradient); the authors' network has it.
             shift = shift + 0.0 * params[f"conv{i}.bias"].reshape([-1])
             if i == 0 and twice_differentiable:  # weights per image: ones @ w (matmul broadcasting: no double grad)
                 patches, (out_h, out_w) = self._first_layer_patches(x)  # [B, T, C*9, L]: no transpose after
                 per_image = paddle.matmul(paddle.ones([batch, 1], dtype=w.dtype), w.reshape([1, -1]))
                 h = paddle.matmul(per_image.reshape([batch, tasks, channels, -1]), patches)
-                h = norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift, eps=self.bn_epsilon)
+                h = norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift)
             else:  # differentiated once at most: a convolution may see the data (grouped, [B, T*C, H, W])
                 h = x.transpose([1, 0, 2, 3, 4]).reshape([batch, -1] + x.shape[3:]) if i == 0 else h
                 kernels = w.reshape([tasks * channels, w.shape[2], 3, 3])
@@ -176,7 +176,7 @@ class MAMLConvNet(nn.Layer):
                     h = F.conv2d(h, kernels, stride=2, padding="SAME", groups=tasks)
                 else:
                     h = F.conv2d(h, kernels, stride=1, padding=1, groups=tasks)
-                h = norm(h, scale, shift, eps=self.bn_epsilon)
+                h = norm(h, scale, shift)
             if self.downsample == "maxpool":  # before the activation: the same values on 1/4 of the elements
                 h = max_pool_2x2(h) if twice_differentiable else F.max_pool2d(h, 2, 2)
             h = self.activation(h)
