@@ -117,25 +117,37 @@ def step_metrics(steps):
     return metrics, [m.name() for m in metrics]
 
 
-def query_accuracy_recorder(model, xq, yq, metrics, skip_step=None):
+def query_logits(model, fast, xq, bn_step, xs=None):
+    """Query logits [T, Q, N] with the fast weights. Batch norm takes its statistics
+    from the batch: all query images of a task together (transductive, MAML's test);
+    with the support images XS given, each query image goes through with the support
+    set alone (the Reptile paper's non-transductive test) and no query sees another."""
+    if xs is None:
+        return model.forward_tasks(xq, fast, twice_differentiable=False, bn_step=bn_step)
+    return paddle.concat([model.forward_tasks(paddle.concat([xs, xq[:, j: j + 1]], axis=1), fast,
+                                              twice_differentiable=False, bn_step=bn_step)[:, -1:]
+                          for j in range(xq.shape[1])], axis=1)
+
+
+def query_accuracy_recorder(model, xq, yq, metrics, skip_step=None, xs=None):
     """on_step callback: the query accuracy with the current fast weights into
-    metrics[step], except at SKIP_STEP (the caller records it)."""
+    metrics[step], except at SKIP_STEP (the caller records it); XS: see query_logits."""
 
     def record(step, fast):
         if step == skip_step:
             return
         with paddle.no_grad():
-            logits = model.forward_tasks(xq, fast, twice_differentiable=False, bn_step=max(step - 1, 0))
-            metrics[step].update(accuracy(logits, yq))
+            metrics[step].update(accuracy(query_logits(model, fast, xq, max(step - 1, 0), xs), yq))
 
     return record
 
 
-def evaluate_adaptation(model, loop, feeds, steps, metrics):
+def evaluate_adaptation(model, loop, feeds, steps, metrics, queries_alone=False):
     """Adapt to each episode's support set with LOOP (track=False) for STEPS
-    steps; metrics[k] receives the query accuracy after k steps."""
+    steps; metrics[k] receives the query accuracy after k steps (each query image
+    with the support set alone if QUERIES_ALONE, see query_logits)."""
     xs, ys, xq, yq = feeds
-    record = query_accuracy_recorder(model, xq, yq, metrics)
+    record = query_accuracy_recorder(model, xq, yq, metrics, xs=xs if queries_alone else None)
     fast = loop.task_copies(model.weights(), xs.shape[0])
     record(0, fast)
     adapt_to_support(model, loop, xs, ys, steps, fast, on_step=record)
@@ -233,14 +245,16 @@ class DygraphModel(FewShotModel):
         xs, ys, xq, yq = self.create_feeds(batch_data, config)
         steps = config["hyper_parameters"]["update_step_test"]
         fast = adapt_to_support(dy_model, loop, xs, ys, steps, loop.task_copies(dy_model.weights(), xs.shape[0]))
+        alone = config["hyper_parameters"]["test_queries_one_at_a_time"]
         with paddle.no_grad():
-            logits = dy_model.forward_tasks(xq, fast, twice_differentiable=False, bn_step=max(steps - 1, 0))
+            logits = query_logits(dy_model, fast, xq, max(steps - 1, 0), xs if alone else None)
         return logits.numpy(), yq.numpy()
 
     def infer_forward(self, dy_model, metrics_list, batch_data, config):
         """Adapt to each test task with update_step_test steps (no meta-graph);
         metrics_list[k] receives the query accuracy after k steps."""
         loop = self.inner_loop(dy_model, config, track=False)
-        evaluate_adaptation(dy_model, loop, self.create_feeds(batch_data, config),
-                            config["hyper_parameters"]["update_step_test"], metrics_list)
+        hp = config["hyper_parameters"]
+        evaluate_adaptation(dy_model, loop, self.create_feeds(batch_data, config), hp["update_step_test"],
+                            metrics_list, queries_alone=hp["test_queries_one_at_a_time"])
         return metrics_list, {}

@@ -45,4 +45,12 @@ MODEL_OPTIONS = [
            (at_least(0), "an integer >= 0")),
 ]
 
-HYPER_PARAMETER_OPTIONS = MODEL_OPTIONS + NETWORK_OPTIONS
+# How test episodes are classified (MAML and Reptile).
+EVALUATION_OPTIONS = [
+    Option("test_queries_one_at_a_time", bool, False, "False: a test episode's query images go through the "
+           "network together, so batch norm uses their joint statistics (transductive, as the MAML code); "
+           "True: each query image goes through with the support set alone (the Reptile paper's "
+           "non-transductive test)"),
+]
+
+HYPER_PARAMETER_OPTIONS = MODEL_OPTIONS + NETWORK_OPTIONS + EVALUATION_OPTIONS

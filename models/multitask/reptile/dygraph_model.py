@@ -25,6 +25,7 @@ from models.lib.config import Option, at_least, positive
 from models.lib.metrics import accuracy
 from models.multitask.maml.dygraph_model import InnerLoop, evaluate_adaptation, step_metrics
 from models.multitask.maml.net import NETWORK_OPTIONS, conv4_description, conv4_from_config
+from models.multitask.maml.options import EVALUATION_OPTIONS
 from models.multitask.reptile.inner_adam import AdamState, InnerAdam
 
 HYPER_PARAMETER_OPTIONS = [
@@ -45,7 +46,7 @@ HYPER_PARAMETER_OPTIONS = [
     Option("update_step", int, 5, "inner SGD steps per task in meta-training", (positive, "an integer >= 1")),
     Option("update_step_test", int, 50, "full-batch inner steps on the support set at test",
            (at_least(0), "an integer >= 0")),
-] + NETWORK_OPTIONS
+] + NETWORK_OPTIONS + EVALUATION_OPTIONS
 
 
 def minibatch_indices(num_images, batch_size, steps, rng):
@@ -153,6 +154,7 @@ class DygraphModel(FewShotModel):
         for update_step_test steps; metrics_list[k] receives the query accuracy
         after k steps."""
         loop = inner_loop(dy_model, config, training=False)
-        evaluate_adaptation(dy_model, loop, self.create_feeds(batch_data, config),
-                            config["hyper_parameters"]["update_step_test"], metrics_list)
+        hp = config["hyper_parameters"]
+        evaluate_adaptation(dy_model, loop, self.create_feeds(batch_data, config), hp["update_step_test"],
+                            metrics_list, queries_alone=hp["test_queries_one_at_a_time"])
         return metrics_list, {}
