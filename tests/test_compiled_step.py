@@ -8,7 +8,8 @@ import pytest
 from benchmarks import compiled_step
 from benchmarks.bench_workers import SETTINGS, fake_episodes, load_maml
 
-pytestmark = pytest.mark.skipif(not paddle.__version__.startswith("3."), reason="to_static of the step needs PIR")
+pytestmark = [pytest.mark.slow,  # builds programs: skipped by python -m pytest -m "not slow"
+              pytest.mark.skipif(not paddle.__version__.startswith("3."), reason="to_static of the step needs PIR")]
 
 
 def setting_and_feeds(order, tasks=4):

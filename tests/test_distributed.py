@@ -5,8 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = "models/multitask/maml/config.yaml"

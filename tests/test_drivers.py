@@ -11,6 +11,8 @@ import pytest
 
 from conftest import MODEL_DIR, ROOT, quick_run_overrides, shipped_configs
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 SMALL = ["-o", "runner.train_batch_size=2", "-o", "runner.train_batches_per_epoch=3",
          "-o", "runner.epochs=2", "-o", "runner.print_interval=1", "-o", "runner.infer_episodes=12",
          "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=2",

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT, SAMPLE_DATA, SHIPPED_ENCODER, load_model_config, shipped_configs, train_and_infer
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 
 def write_leo_pickle(path, classes, per_class, dim, rng, prefix="0"):
     """A file in the authors' format: a Python-2 style dict pickle (protocol 2), keys

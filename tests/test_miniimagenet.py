@@ -15,6 +15,8 @@ import pytest
 
 from conftest import ROOT, quick_run_overrides, shipped_configs
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 RUN_SH = os.path.join(ROOT, "datasets", "miniimagenet", "run.sh")
 SPLITS = {s: open(os.path.join(ROOT, "datasets", "miniimagenet", "splits", f"{s}.txt")).read().split()
           for s in ("train", "val", "test")}

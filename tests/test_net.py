@@ -78,7 +78,8 @@ def test_evaluating_a_batch_of_episodes_equals_one_episode_at_a_time():
     rng = np.random.RandomState(3)
     config = {"hyper_parameters": {"update_step_test": 2, "base_optimizer": {"learning_rate": 0.4},
                                    "inner_loss_reduction": "mean", "adapt_layers": "all",
-                                   "per_step_bn_weights": False, "adapt_bn": True, "n_way": 4, "n_way_test": 0},
+                                   "per_step_bn_weights": False, "adapt_bn": True, "n_way": 4, "n_way_test": 0,
+                                   "test_queries_one_at_a_time": False},
               "data": {"image_shape": [1, 16, 16]}}
     net = perturbed_net("stride")
     episodes = [(rng.rand(4, 1, 16, 16), np.arange(4), rng.rand(8, 1, 16, 16), np.repeat(np.arange(4), 2))

@@ -14,6 +14,8 @@ import pytest
 from conftest import MODEL_DIR, ROOT, SHARED_OMNIGLOT, quick_run_overrides, shipped_configs
 from models.multitask.maml.omniglot_reader import RecDataset
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 RUN_SH = os.path.join(ROOT, "datasets", "omniglot", "run.sh")
 SPLITS = os.path.join(ROOT, "datasets", "omniglot", "splits")
 needs_data = pytest.mark.skipif(not os.path.isdir(SHARED_OMNIGLOT),

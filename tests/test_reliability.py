@@ -12,6 +12,8 @@ import pytest
 
 from conftest import ROOT, SAMPLE_DATA
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 CONFIG = "models/multitask/maml/config.yaml"
 TINY = ["-o", "runner.train_batch_size=2", "-o", "runner.train_batches_per_epoch=4",
         "-o", "runner.print_interval=1", "-o", "runner.infer_episodes=4",

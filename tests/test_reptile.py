@@ -28,7 +28,8 @@ def float64():
 def make_config(tasks):
     return {"runner": {"epochs": 1, "train_batches_per_epoch": 10},
             "data": {"image_shape": [1, 16, 16]},
-            "hyper_parameters": {"n_way": 3, "n_way_test": 0, "update_step": STEPS, "inner_batch_size": INNER_BATCH,
+            "hyper_parameters": {"n_way": 3, "n_way_test": 0, "test_queries_one_at_a_time": False,
+                                 "update_step": STEPS, "inner_batch_size": INNER_BATCH,
                                  "base_optimizer": {"class": "SGD", "learning_rate": ALPHA},
                                  "meta_optimizer": {"learning_rate": EPSILON, "final_learning_rate": 0.0}}}
 

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT, shipped_configs, train_and_infer
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 DATASETS = os.path.join(ROOT, "datasets")
 COARSE = ["aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
           "household_electrical_devices", "household_furniture", "insects", "large_carnivores",

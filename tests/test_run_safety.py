@@ -20,6 +20,8 @@ from models.lib import checkpoint
 from tools.utils import memory, run_lock
 from tools.utils.watch import ChanceWatch
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
+
 LONG = ["-o", "runner.epochs=100000"]  # never ends by itself: a signal cannot arrive after a normal exit
 
 

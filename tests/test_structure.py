@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import MODEL_DIR, ROOT, SAMPLE_DATA
 from models.multitask.maml.options import HYPER_PARAMETER_OPTIONS as MAML_OPTIONS
 from models.multitask.reptile.dygraph_model import HYPER_PARAMETER_OPTIONS as REPTILE_OPTIONS
@@ -160,6 +162,7 @@ hyper_parameters:
 '''
 
 
+@pytest.mark.slow
 def test_a_new_model_folder_trains_and_infers_with_the_shared_drivers(tmp_path):
     """A model folder outside the repository, written against the interface
     only: the drivers, the reader and models.common serve it unchanged."""
