@@ -1,6 +1,7 @@
-"""The structure the family grows on: generic drivers, model folders that do
-not reach into each other, small files, and a new model folder that trains and
-infers with the drivers untouched."""
+"""The structure the family grows on: generic drivers, imports that point one way
+(entry scripts, model folders, models/common, models/lib), MAML's folder holding its
+design card, small files, and a new model folder that trains and infers with the
+drivers untouched."""
 import ast
 import glob
 import os
@@ -184,7 +185,7 @@ def test_a_new_model_folder_trains_and_infers_with_the_shared_drivers(tmp_path):
 
 def test_every_model_readme_documents_its_keys():
     """Each model folder's README lists its hyper_parameters keys (MAML's are in
-    the top README, checked by test_config.py)."""
+    its KEYS.md, checked by test_config.py)."""
     import importlib
 
     for folder in sorted(glob.glob(os.path.join(ROOT, "models", "multitask", "*", "dygraph_model.py"))):

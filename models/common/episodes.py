@@ -3,7 +3,7 @@ episode reader shares (a dataset's reader only decodes its classes and names
 its config keys).
 
 The reader interface the drivers use (tools/trainer.py, tools/infer.py):
-    READER_OPTIONS         the hyper_parameters keys the reader owns (utils.config.Option)
+    READER_OPTIONS         the hyper_parameters keys the reader owns (models.lib.config.Option)
     describe(config)       {"image_shape": [C, H, W]} (or feature_size, n_classes): what a model needs
                            of the data to build itself; the episode's ways are ways(config, mode)
     check_data(config, mode) -> (bytes, what): before anything is decoded, one-line ValueError

@@ -5,7 +5,7 @@ The drivers (tools/trainer.py, tools/infer.py) call, on a model's DygraphModel:
     create_optimizer(model, config) -> a paddle optimizer; an LR schedule is its learning rate
         (a paddle.optimizer.lr.LRScheduler), which the trainer steps after every update
     create_metrics(config, mode) -> (metrics, names); mode "train" or "infer"; per-episode
-        metrics (utils.metrics.EpisodeAccuracy) that the drivers gather and summarise
+        metrics (models.lib.metrics.EpisodeAccuracy) that the drivers gather and summarise
     train_forward(model, metrics, batch, config) -> (loss, metrics, print_dict); the trainer
         calls loss.backward() and the optimizer step
     infer_forward(model, metrics, batch, config) -> (metrics, print_dict)
