@@ -1,6 +1,6 @@
 """The config keys of MAML and its relatives (hyper_parameters.*): the model's
-own, plus the conv-4 network's. The episode keys (n_way, k_spt, ...) belong to
-the reader the config names (models/common/readers/)."""
+own, the network's (net.py) and the test's. The episode keys (n_way, k_spt, ...)
+belong to the reader the config names (omniglot_reader.py, models/common/episodes.py)."""
 from models.multitask.maml.net import NETWORK_OPTIONS
 from models.lib.config import Option, at_least, positive
 
