@@ -9,22 +9,17 @@ import os
 import pytest
 
 from conftest import MODEL_DIR, ROOT
-from models.lib.config import ConfigError, read_config_tree
+from models.lib.config import ConfigError, flatten, read_config_tree
 from tools.utils import runtime
 
 BEFORE = json.load(open(os.path.join(ROOT, "tests", "data", "configs_before_bases.json")))
 SELF_CONTAINED = ("config.yaml", "config_bigdata.yaml")  # what a PaddleRec user opens first
 
 
-def flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = os.path.relpath(value, ROOT) if isinstance(value, str) and value.startswith(
-                ROOT + os.sep) else value
-    return out
+def flat(tree, prefix):
+    """The flattened section with absolute paths inside the project made relative to it."""
+    return {key: os.path.relpath(value, ROOT) if isinstance(value, str) and value.startswith(ROOT + os.sep) else value
+            for key, value in flatten(tree, prefix).items()}
 
 
 @pytest.mark.parametrize("variant", sorted(BEFORE))

@@ -116,12 +116,13 @@ def _yaml11_float(text):
         return text
 
 
-def _flatten(tree, prefix=""):
+def flatten(tree, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1}: a config's keys as the command line names them."""
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -235,7 +236,7 @@ def load_config(path, overrides=(), hyper_parameter_options=(), warn=print):
             raise ConfigError(f"config file {path}: {section} must be a mapping")
         if callable(options):  # the hyper_parameters keys depend on the runner's model and readers
             options = options(config["runner"])
-        config[section] = _validate_section(path, section, _flatten(given), options, warn)
+        config[section] = _validate_section(path, section, flatten(given), options, warn)
     return config
 
 

@@ -7,17 +7,9 @@ import shlex
 
 import yaml
 
+from models.lib.config import flatten
+
 FILE = "config_resolved.yaml"
-
-
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def values(config):
@@ -48,7 +40,7 @@ def changed_keys(save_path, config):
             earlier = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError):
         return []
-    now, before = _flat(values(config)), _flat(earlier)
+    now, before = flatten(values(config)), flatten(earlier)
     return sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
 
 
