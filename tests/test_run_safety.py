@@ -153,6 +153,26 @@ def test_infer_write_error_keeps_the_old_results_and_no_temporary_file(tmp_path,
     assert os.listdir(tmp_path) == ["infer_results.json"]
 
 
+def test_a_refused_infer_leaves_the_earlier_results_where_they_were(tmp_path):
+    """Results of other settings are moved aside only when new results are written:
+    an infer refused after reading them (a checkpoint made for another network)
+    leaves the file in place; a successful one moves it aside."""
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=1").returncode == 0
+    one_epoch = ["-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1"]
+    assert trainer(out, *one_epoch, script="tools/infer.py").returncode == 0
+    earlier = (out / "infer_results.json").read_text()
+    refused = trainer(out, *one_epoch, "-o", "hyper_parameters.n_way=3", script="tools/infer.py")
+    assert refused.returncode == 2 and "was made for n_way = 5" in refused.stderr
+    assert (out / "infer_results.json").read_text() == earlier
+    assert not [n for n in os.listdir(out) if n.startswith("infer_results.") and n != "infer_results.json"]
+    other = trainer(out, *one_epoch, "-o", "hyper_parameters.update_step_test=2", script="tools/infer.py")
+    assert other.returncode == 0, other.stderr
+    aside = [n for n in os.listdir(out) if n.startswith("infer_results.") and n != "infer_results.json"]
+    assert len(aside) == 1 and (out / aside[0]).read_text() == earlier
+    assert f"results of other settings moved to {out / aside[0]}" in other.stdout
+
+
 def test_memory_check_names_the_largest_need():
     memory.check([(10, "a"), (40, "b")], "c.yaml", available=100)
     with pytest.raises(ValueError) as error:

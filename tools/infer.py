@@ -25,23 +25,34 @@ from tools.utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs
 from models.lib import checkpoint
 
 
-def read_results(path, settings, say=print):
+def read_results(path, settings):
     """Earlier results in PATH made with the same settings (their epochs are
     kept, so evaluating epochs one range at a time builds one curve), else None.
-    Results of other settings (e.g. 20-way after 5-way) are moved aside to
-    PATH with the hash of their settings in the name, never overwritten."""
+    Nothing is moved here: results of other settings are moved aside only when
+    new ones are written (write_results), so a refused or interrupted infer
+    leaves PATH as it was."""
     try:
         with open(path) as f:
             earlier = json.load(f)
     except (OSError, ValueError):
         return None
+    return earlier if earlier.get("settings") == settings else None
+
+
+def move_aside_other_settings(path, settings, say):
+    """Results of other settings in PATH (e.g. 20-way after 5-way) moved to PATH
+    with the hash of their settings in the name, never overwritten."""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return
     if earlier.get("settings") == settings:
-        return earlier
+        return
     digest = hashlib.sha256(json.dumps(earlier.get("settings"), sort_keys=True).encode()).hexdigest()[:8]
     aside = path[: -len(".json")] + f".{digest}.json"
     os.replace(path, aside)
     say(f"results of other settings moved to {aside}")
-    return None
 
 
 def select_by_validation(load_path, epochs, n, key, say):
@@ -104,7 +115,7 @@ def infer(args):
     network = model_def.network_description(config)
     settings = evaluation_settings(config)
     out = os.path.join(load_path, "infer_results.json")
-    results = (read_results(out, settings, say) if rank == 0 else None) or {"settings": settings, "epochs": {}}
+    results = (read_results(out, settings) if rank == 0 else None) or {"settings": settings, "epochs": {}}
     results["config"] = config["config_path"]
     results["train_batches_per_epoch"] = runner["train_batches_per_epoch"]
     evaluated = []
@@ -136,7 +147,7 @@ def infer(args):
         raise ValueError(f"no checkpoint of epochs {epochs[0]}..{epochs[-1]} in {load_path} verifies "
                          f"(see the warnings above); nothing was evaluated")
     if rank == 0:
-        write_results(out, results)
+        write_results(out, results, say)
         print(f"results written to {out}")
 
 
@@ -158,12 +169,16 @@ def evaluate_ensemble(model_def, model, network, dataset, config, epochs, result
     say(f"  {rows[0]['metric']}: {100 * rows[0]['mean']:.2f} +- {100 * rows[0]['ci95']:.2f} %", flush=True)
 
 
-def write_results(out, results):
-    """Write RESULTS to OUT atomically; on a write error (disk full, permission)
-    one line naming OUT, the temporary file removed and the old results kept."""
+def write_results(out, results, say=print):
+    """Write RESULTS to OUT atomically (written, synced, renamed; results of other
+    settings moved aside first); on a write error (disk full, permission) one line
+    naming OUT, the temporary file removed and the old results kept."""
     try:
         with open(out + ".tmp", "w") as f:
             json.dump(results, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        move_aside_other_settings(out, results.get("settings"), say)
         os.replace(out + ".tmp", out)
     except OSError as e:
         if os.path.exists(out + ".tmp"):
