@@ -84,6 +84,58 @@ def test_omniglot_features_are_computed_once_and_keyed_by_the_checkpoint(tmp_pat
     assert not np.allclose(changed.classes[0], first.classes[0])
 
 
+def test_non_finite_embeddings_are_refused_in_one_line(tmp_path):
+    from models.common.readers import leo_embeddings_reader as reader
+
+    path = tmp_path / "train_embeddings.pkl"
+    write_leo_pickle(path, 3, 4, 640, np.random.RandomState(2))
+    raw = pickle.load(open(path, "rb"))
+    raw["embeddings"][5, 7] = np.nan
+    raw["embeddings"][9, 0] = np.inf
+    pickle.dump(raw, open(path, "wb"), protocol=2)
+    with pytest.raises(ValueError, match=r"runner.train_data_dir: .*train_embeddings.pkl: 2 embeddings hold NaN or "
+                                         r"infinite values \(the first: row 5\); expected finite numbers"):
+        reader.load_embeddings(str(path), "runner.train_data_dir", 640)
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut short", "not finite", "read-only folder"])
+def test_a_damaged_feature_cache_is_rebuilt_and_a_read_only_folder_only_warned_about(tmp_path, capsys, monkeypatch,
+                                                                                       damage):
+    import errno
+    import shutil
+
+    from models.common.readers import encoder_features_reader as reader
+
+    paddle.set_default_dtype("float32")
+    data = tmp_path / "test"
+    shutil.copytree(os.path.join(SAMPLE_DATA, "test"), data, ignore=shutil.ignore_patterns("features"))
+    config, _ = load_model_config(path=LEO_CONFIG, overrides=[
+        f"runner.test_data_dir={data}", f"hyper_parameters.encoder_path={SHIPPED_ENCODER}"])
+    if damage == "read-only folder":  # as a read-only data folder answers (also for root, who may write anyway)
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(reader.os, "makedirs", refuse)
+        dataset = reader.RecDataset.from_config(config, "infer")
+        assert "warning: cannot cache the features in" in capsys.readouterr().out
+        assert len(dataset.classes) == 30 and not (data / "features").exists()
+        return
+    expected = reader.RecDataset.from_config(config, "infer").classes
+    (cache,) = (data / "features").iterdir()
+    content = cache.read_bytes()
+    if damage == "empty":
+        cache.write_bytes(b"")
+    elif damage == "cut short":
+        cache.write_bytes(content[: len(content) // 2])
+    else:
+        array = np.load(cache)
+        array[0, 0] = np.nan
+        np.save(cache, array)
+    rebuilt = reader.RecDataset.from_config(config, "infer").classes
+    assert all(np.array_equal(a, b) for a, b in zip(expected, rebuilt))
+    assert cache.read_bytes() == content  # written again, whole
+
+
 LEO_CONFIG = os.path.join(ROOT, "models", "multitask", "leo", "config.yaml")
 CLASS_COUNTS = {"miniImageNet": (64, 16, 20), "tieredImageNet": (351, 97, 160)}
 PER_CLASS = 6

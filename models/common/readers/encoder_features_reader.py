@@ -82,22 +82,32 @@ def cached_features(data_dir, config):
 
 
 def _load(path, images, size):
+    """The cached features, or None when the cache is missing, empty, cut short
+    (a crash while it was written elsewhere), of another shape or not finite:
+    they are then computed again."""
     try:
         features = np.load(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None
-    return features if features.shape == (images, size) and features.dtype == np.float32 else None
+    if features.shape != (images, size) or features.dtype != np.float32 or not np.isfinite(features).all():
+        return None
+    return features
 
 
 def _save(path, features):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Write the cache atomically (written, synced, renamed). A folder that cannot
+    be written (read-only data, a full disk) gives one warning: the features are
+    used uncached and computed again next time."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
             np.save(f, features)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # a read-only data folder: compute again next time
-        print(f"warning: cannot cache the features in {path} ({e})")
+    except OSError as e:
+        print(f"warning: cannot cache the features in {path} ({e.strerror or e}); using them uncached")
         if os.path.exists(tmp):
             os.remove(tmp)
 

@@ -51,6 +51,10 @@ def load_embeddings(path, key, feature_size):
     if embeddings.ndim != 2 or embeddings.shape[1] != feature_size or len(embeddings) != len(keys):
         raise ValueError(f"{key}: {path} holds embeddings {list(embeddings.shape)} for {len(keys)} keys, "
                          f"expected [{len(keys)}, {feature_size}] (hyper_parameters.feature_size)")
+    finite = np.isfinite(embeddings.astype("float64")).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{key}: {path}: {int((~finite).sum())} embeddings hold NaN or infinite values "
+                         f"(the first: row {int(np.argmin(finite))}); expected finite numbers")
     rows = collections.OrderedDict()
     for i, name in enumerate(keys):
         name = name.decode() if isinstance(name, bytes) else str(name)
