@@ -13,6 +13,7 @@ Everything is written into a temporary folder renamed into place at the end, so
 an interrupted preparation never leaves data that looks complete, and a second
 run that finds READY verified does nothing.
 """
+import fcntl
 import hashlib
 import json
 import os
@@ -61,10 +62,22 @@ def write_ready(work, files, **fields):
 def install(out, build):
     """Run BUILD(work) in a temporary folder next to OUT, then rename it into OUT's
     place (an old OUT is moved aside first and removed last). Leftovers of killed
-    runs are removed first; on any failure the temporary folder goes."""
+    runs are removed first; on any failure the temporary folder goes. One
+    preparation of OUT at a time: a second one, while the first holds OUT.lock,
+    stops with one line instead of removing the first one's temporary folder."""
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(os.path.abspath(out))
+    with open(os.path.join(parent, base + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrepareError(f"{out}: another preparation of it is running (it holds {lock.name}); "
+                               f"wait for it to finish") from None
+        _install_locked(out, build, parent, base)
+
+
+def _install_locked(out, build, parent, base):
     for stale in os.listdir(parent):
         if stale.startswith((base + ".tmp-", base + ".old-")):
             shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
@@ -181,6 +194,9 @@ def run(name, source, out, what, make_build, prepare_into=None):
     except OSError as e:
         print(f"error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; {out} is as it was (the temporary folder is removed)", file=sys.stderr)
+        return 130
     return 0
 
 

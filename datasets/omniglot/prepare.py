@@ -216,6 +216,9 @@ def main(argv=None):
         reason = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
         print(f"error: {reason}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out} is as it was (the temporary folder is removed)", file=sys.stderr)
+        return 130
     return 0
 
 
