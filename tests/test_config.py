@@ -155,3 +155,14 @@ def test_readme_documents_every_key():
     declared = {f"runner.{o.name}" for o in RUNNER_OPTIONS} | \
                {f"hyper_parameters.{o.name}" for o in HYPER_PARAMETER_OPTIONS + READER_OPTIONS + RGB_READER_OPTIONS}
     assert declared == documented
+
+
+def test_a_key_given_twice_is_refused_in_one_line(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; a config must say what it runs with."""
+    text = open(CONFIG).read().replace("runner:\n", "runner:\n  epochs: 7\n", 1)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("  epochs: 7") + 1
+    with pytest.raises(ConfigError, match=rf"config file .*config.yaml: YAML syntax error at line \d+, column 3: "
+                                          rf"key 'epochs' appears twice \(lines {line} and \d+\)"):
+        read_config_tree(str(path))
