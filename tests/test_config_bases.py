@@ -40,7 +40,7 @@ def test_each_variant_resolves_to_the_file_it_replaces(variant):
 def test_every_variant_names_a_base_and_is_short():
     configs = sorted(glob.glob(os.path.join(ROOT, "models", "multitask", "*", "config*.yaml")))
     variants = [p for p in configs if os.path.basename(p) not in SELF_CONTAINED]
-    assert sorted(os.path.relpath(p, ROOT) for p in variants) == sorted(BEFORE)
+    assert set(BEFORE) <= {os.path.relpath(p, ROOT) for p in variants}  # and the variants added since
     for path in configs:
         text = open(path).read()
         has_base = any(line.startswith("base: ") for line in text.splitlines())
