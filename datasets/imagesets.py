@@ -63,18 +63,21 @@ def install(out, build):
     """Run BUILD(work) in a temporary folder next to OUT, then rename it into OUT's
     place (an old OUT is moved aside first and removed last). Leftovers of killed
     runs are removed first; on any failure the temporary folder goes. One
-    preparation of OUT at a time: a second one, while the first holds OUT.lock,
-    stops with one line instead of removing the first one's temporary folder."""
+    preparation at a time in OUT's folder (a lock on the folder itself, so no
+    file is left behind): a second one stops with one line instead of removing
+    the first one's temporary folder."""
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(os.path.abspath(out))
-    with open(os.path.join(parent, base + ".lock"), "w") as lock:
+    folder = os.open(parent, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise PrepareError(f"{out}: another preparation of it is running (it holds {lock.name}); "
-                               f"wait for it to finish") from None
+            raise PrepareError(f"{out}: another preparation in {parent} is running; wait for it to finish") from None
         _install_locked(out, build, parent, base)
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def _install_locked(out, build, parent, base):

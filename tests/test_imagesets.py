@@ -12,11 +12,14 @@ def test_a_second_preparation_stops_and_leaves_the_first_ones_work(tmp_path):
     out = tmp_path / "data"
     running = tmp_path / "data.tmp-4242"  # the first preparation's temporary folder, being written
     running.mkdir()
-    with open(tmp_path / "data.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the first preparation
-        with pytest.raises(imagesets.PrepareError, match=r"data: another preparation of it is running \(it holds "
-                                                         r".*data.lock\); wait for it to finish"):
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by the first preparation
+        with pytest.raises(imagesets.PrepareError, match=rf"data: another preparation in {tmp_path} is running; "
+                                                         r"wait for it to finish"):
             imagesets.install(str(out), lambda work: None)
+    finally:
+        os.close(folder)
     assert running.is_dir() and not out.exists()
     imagesets.install(str(out), lambda work: open(os.path.join(work, "x"), "w").close())  # the lock is free again
     assert (out / "x").is_file() and not running.exists()  # a killed run's leftover goes once no one holds the lock
@@ -33,4 +36,4 @@ def test_ctrl_c_is_one_line_and_removes_the_temporary_folder(tmp_path, capsys):
                          prepare_into=lambda o, name, build: imagesets.install(o, interrupted))
     assert code == 130
     assert capsys.readouterr().err == f"interrupted; {out} is as it was (the temporary folder is removed)\n"
-    assert sorted(os.listdir(tmp_path)) == ["data.lock"]
+    assert os.listdir(tmp_path) == []
