@@ -94,7 +94,8 @@ def test_the_resolved_config_is_printed_and_kept_beside_the_checkpoints(tmp_path
     import yaml
 
     variant = os.path.join("models", "multitask", "maml", "config_bigdata_anil.yaml")
-    tiny = ["runner.train_data_dir=data/sample_data/train", "runner.val_data_dir=", "runner.epochs=1",
+    tiny = ["runner.train_data_dir=data/sample_data/train", "runner.test_data_dir=data/sample_data/test",
+            "runner.val_data_dir=", "runner.epochs=1",
             "runner.train_batches_per_epoch=1", "runner.train_batch_size=2", f"runner.model_save_path={tmp_path}"]
     command = [sys.executable, "tools/trainer.py", "-m", variant] + [a for o in tiny for a in ("-o", o)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
