@@ -58,7 +58,8 @@ def evaluate(folder, row, queries_alone=False):
     command = infer_command(folder, row, queries_alone)
     result = subprocess.run([sys.executable] + command[1:], cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"error: {' '.join(command)} failed: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"error: {' '.join(command)} failed: {last}")
     path = os.path.join(folder, row["weights"], "infer_results.json")
     with open(path) as f:
         epochs = json.load(f)["epochs"]
