@@ -17,9 +17,9 @@ import subprocess
 
 from conftest import ROOT
 
+MODEL_DOCUMENTS = glob.glob(os.path.join(ROOT, "models", "multitask", "*", "*.md"))
 DOCUMENTS = (["README.md", "tools/README.md", "benchmarks/README.md"]
-             + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "models", "multitask", "*",
-                                                                                  "*.md"))
+             + sorted(os.path.relpath(p, ROOT) for p in MODEL_DOCUMENTS
                       if os.path.basename(p) in ("README.md", "RESULTS.md")))
 COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(python|sh|cd|pip|bash)\s")
 # Words a README puts where the reader fills in a value of their own.

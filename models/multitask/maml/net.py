@@ -245,19 +245,19 @@ NETWORK_OPTIONS = [
 ]
 
 
-def conv4_from_config(config, **extra):
+def conv4_from_config(config, network_class=MAMLConvNet, **extra):
     """The network a config describes: filters and downsampling from its
     hyper_parameters (NETWORK_OPTIONS), input channels and classes from the data
-    its reader describes (config["data"]); EXTRA goes to MAMLConvNet."""
+    its reader describes (config["data"]); EXTRA goes to NETWORK_CLASS (a subclass: Meta-SGD)."""
     hp, data = config["hyper_parameters"], config["data"]
     if ways(config, "infer") != ways(config):
         raise ValueError(f"config file {config['config_path']}: hyper_parameters.n_way_test = {hp['n_way_test']}, "
                          f"but this network's classifier has n_way = {hp['n_way']} outputs (set 0)")
-    return MAMLConvNet(n_way=ways(config), in_channels=data["image_shape"][0],
-                       hidden_channels=hp["bn_channel"], downsample=hp["downsample"],
-                       bn_scale=hp.get("bn_scale", True), bn_epsilon=hp.get("bn_epsilon", BN_EPSILON),
-                       head_init=hp.get("fc_init", "xavier"), features=hp.get("features", "mean"),
-                       image_size=data["image_shape"][1], **extra)
+    return network_class(n_way=ways(config), in_channels=data["image_shape"][0],
+                         hidden_channels=hp["bn_channel"], downsample=hp["downsample"],
+                         bn_scale=hp.get("bn_scale", True), bn_epsilon=hp.get("bn_epsilon", BN_EPSILON),
+                         head_init=hp.get("fc_init", "xavier"), features=hp.get("features", "mean"),
+                         image_size=data["image_shape"][1], **extra)
 
 
 def conv4_description(config):
