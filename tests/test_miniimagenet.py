@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, quick_run_overrides, shipped_configs
+from models.lib.config import read_config_tree
 
 pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
 
@@ -172,9 +173,10 @@ def test_every_miniimagenet_config_trains_and_infers(prepared, tmp_path, config)
              "-o", "runner.train_batch_size=1", "-o", "runner.train_batches_per_epoch=2", "-o", "runner.epochs=1",
              "-o", "runner.print_interval=1", "-o", "runner.infer_episodes=2", "-o", "runner.infer_start_epoch=0",
              "-o", "runner.infer_end_epoch=1", "-o", "runner.infer_batch_size=1",
-             "-o", "hyper_parameters.update_step=1", "-o", "hyper_parameters.update_step_test=1",
              "-o", "hyper_parameters.k_query=2", "-o", "hyper_parameters.k_query_test=2",
              "-o", f"runner.model_save_path={tmp_path / 'ckpt'}", "-o", f"runner.infer_load_path={tmp_path / 'ckpt'}"]
+    if "update_step" in read_config_tree(os.path.join(ROOT, config))["hyper_parameters"]:  # the MAML family
+        small += ["-o", "hyper_parameters.update_step=1", "-o", "hyper_parameters.update_step_test=1"]
     small += quick_run_overrides(os.path.join(ROOT, config), classes=16)
     for script in ("tools/trainer.py", "tools/infer.py"):
         result = subprocess.run([sys.executable, script, "-m", config] + small, cwd=ROOT, capture_output=True,

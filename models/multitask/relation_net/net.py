@@ -1,0 +1,93 @@
+"""Relation Networks' model (Sung, Yang, Zhang, Xiang, Torr, Hospedales, CVPR 2018;
+the authors' code floodsung/LearningToCompare_FSL): an embedding module that
+keeps feature maps, and a relation module that scores a (class, query) pair of
+feature maps, concatenated along the channels, in (0, 1).
+
+Embedding: four blocks of 3x3 conv (64 filters) + batch norm + ReLU, the first
+two unpadded and followed by 2x2 max-pooling, the last two padded (28 -> 5 x 5,
+84 -> 19 x 19). Relation: two blocks of 3x3 conv (64) + batch norm + ReLU + 2x2
+max-pooling (padded on Omniglot's 5 x 5 maps, unpadded on miniImageNet's, as the
+authors' two scripts), then a linear layer to `relation_hidden` units, ReLU,
+and a linear layer to one sigmoid output.
+
+Batch norm normalises with the current batch in training and at test: the
+authors' BatchNorm2d(momentum=1) keeps only the last batch's statistics and their
+test scripts never switch to eval mode, so each test batch is normalised with
+its own statistics, as here."""
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from models.common.layers import fused_batch_norm_current_batch
+
+
+class ConvBlock(nn.Layer):
+    def __init__(self, in_channels, out_channels, padding, pool):
+        super().__init__()
+        self.conv = nn.Conv2D(in_channels, out_channels, 3, padding=padding)
+        self.bn_weight = self.create_parameter([out_channels], default_initializer=nn.initializer.Constant(1.0))
+        self.bn_bias = self.create_parameter([out_channels], default_initializer=nn.initializer.Constant(0.0))
+        self.pool = pool
+
+    def forward(self, x):
+        h = F.relu(fused_batch_norm_current_batch(self.conv(x), self.bn_weight, self.bn_bias))
+        return F.max_pool2d(h, 2, 2) if self.pool else h
+
+
+def embedding_size(image_size):
+    """The embedding's spatial size: two unpadded convs, each halved by pooling."""
+    for _ in range(2):
+        image_size = (image_size - 2) // 2
+    return image_size
+
+
+class RelationModule(nn.Layer):
+    """Scores [P] in (0, 1) of P pairs of concatenated feature maps [P, 2 * C, S, S]."""
+
+    def __init__(self, channels, size, hidden):
+        super().__init__()
+        padding = 1 if size < 10 else 0  # the authors: padded on Omniglot (5 x 5), not on miniImageNet (19 x 19)
+        self.blocks = nn.LayerList([ConvBlock(2 * channels, channels, padding, True),
+                                    ConvBlock(channels, channels, padding, True)])
+        for _ in range(2):
+            size = (size + 2 * padding - 2) // 2
+        self.fc1 = nn.Linear(channels * size * size, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, pairs):
+        h = pairs
+        for block in self.blocks:
+            h = block(h)
+        return F.sigmoid(self.fc2(F.relu(self.fc1(h.reshape([h.shape[0], -1]))))).reshape([-1])
+
+
+class RelationNet(nn.Layer):
+    def __init__(self, in_channels, image_size, channels=64, hidden=8):
+        super().__init__()
+        self.embedding = nn.LayerList([ConvBlock(in_channels, channels, 0, True),
+                                       ConvBlock(channels, channels, 0, True),
+                                       ConvBlock(channels, channels, 1, False),
+                                       ConvBlock(channels, channels, 1, False)])
+        self.relation = RelationModule(channels, embedding_size(image_size), hidden)
+
+    def embed(self, x):
+        """[B, C, H, W] images -> [B, channels, S, S] feature maps."""
+        for block in self.embedding:
+            x = block(x)
+        return x
+
+    def scores(self, xs, ys, xq, n_way):
+        """Relation scores [T, Q, n_way] of T episodes: support images xs [T, S, C, H, W]
+        with labels ys [T, S], query images xq [T, Q, C, H, W]. A class's feature map is
+        the sum of its support maps (the authors'); support and query images are
+        embedded in separate passes (separate batch statistics, as the authors')."""
+        tasks, support, queries = xs.shape[0], xs.shape[1], xq.shape[1]
+        fs = self.embed(xs.reshape([tasks * support] + xs.shape[2:]))
+        fq = self.embed(xq.reshape([tasks * queries] + xq.shape[2:]))
+        map_shape = fs.shape[1:]
+        one_hot = F.one_hot(ys, n_way).astype(fs.dtype)  # [T, S, N]
+        classes = paddle.matmul(one_hot, fs.reshape([tasks, support, -1]), transpose_x=True)  # [T, N, F]
+        classes = classes.reshape([tasks, 1, n_way] + map_shape).expand([tasks, queries, n_way] + map_shape)
+        query = fq.reshape([tasks, queries, 1] + map_shape).expand([tasks, queries, n_way] + map_shape)
+        pairs = paddle.concat([classes, query], axis=3).reshape([-1, 2 * map_shape[0]] + map_shape[1:])
+        return self.relation(pairs).reshape([tasks, queries, n_way])

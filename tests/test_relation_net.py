@@ -1,0 +1,75 @@
+"""Relation Networks: the gradient of the MSE loss through the relation module and
+the embedding (float64) against central differences in random directions, and
+the scores' meaning (one per (query, class) pair, a class map the sum of its shots)."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from models.multitask.relation_net.net import RelationNet
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+def episode(rng, n_way=3, shots=2, queries=2, size=28):
+    xs = paddle.to_tensor(rng.rand(1, n_way * shots, 1, size, size))
+    ys = paddle.to_tensor(np.repeat(np.arange(n_way), shots)[None])
+    xq = paddle.to_tensor(rng.rand(1, n_way * queries, 1, size, size))
+    yq = paddle.to_tensor(np.repeat(np.arange(n_way), queries)[None])
+    return xs, ys, xq, yq
+
+
+def loss_of(net, xs, ys, xq, yq, n_way=3):
+    scores = net.scores(xs, ys, xq, n_way)
+    return F.mse_loss(scores, F.one_hot(yq, n_way).astype(scores.dtype))
+
+
+@pytest.mark.parametrize("module", ["relation", "embedding"])
+def test_gradient_matches_central_differences(module):
+    paddle.seed(81)
+    net = RelationNet(1, 28, channels=6, hidden=4)
+    xs, ys, xq, yq = episode(np.random.RandomState(82))
+    params = list(getattr(net, module).parameters())
+    net.clear_gradients()
+    loss_of(net, xs, ys, xq, yq).backward()
+    analytic = [p.grad.numpy().copy() for p in params]
+    start = [p.numpy().copy() for p in params]
+    rng = np.random.RandomState(83)
+    for _ in range(3):
+        direction = [rng.randn(*p.shape) for p in start]
+        norm = np.sqrt(sum((d ** 2).sum() for d in direction))
+        direction = [d / norm for d in direction]
+
+        def at(t):
+            for p, s, d in zip(params, start, direction):
+                p.set_value(s + t * d)
+            with paddle.no_grad():
+                return float(loss_of(net, xs, ys, xq, yq))
+
+        eps = 1e-6
+        fd = (8 * (at(eps) - at(-eps)) - (at(2 * eps) - at(-2 * eps))) / (12 * eps)
+        at(0.0)
+        ours = sum(float((g * d).sum()) for g, d in zip(analytic, direction))
+        assert abs(fd - ours) < 1e-8 * max(1.0, abs(fd)), (module, fd, ours)
+        assert abs(ours) > 1e-6
+
+
+def test_scores_pair_each_query_with_each_class_and_sum_the_shots():
+    """Score [t, q, c] is the relation module on (sum of class c's support maps,
+    query q's map), computed here pair by pair."""
+    paddle.seed(91)
+    net = RelationNet(1, 28, channels=6, hidden=4)
+    xs, ys, xq, _ = episode(np.random.RandomState(92))
+    with paddle.no_grad():
+        scores = net.scores(xs, ys, xq, 3).numpy()[0]
+        support, query = net.embed(xs[0]), net.embed(xq[0])
+        classes = [support[2 * c] + support[2 * c + 1] for c in range(3)]
+        pairs = paddle.stack([paddle.concat([classes[c], query[q]]) for q in range(6) for c in range(3)])
+        expected = net.relation(pairs).numpy().reshape(6, 3)
+    np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=1e-14)
+    assert ((scores > 0) & (scores < 1)).all()
