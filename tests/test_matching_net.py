@@ -1,0 +1,97 @@
+"""Matching Networks: the loss's gradient through the full context embeddings (both
+LSTMs) and the encoder against central differences (float64), and the
+classifier's meaning without them (attention over the support by cosine, summed
+per label)."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from models.multitask.matching_net.net import MatchingNet
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype("float32")
+
+
+def make_net(fce, seed):
+    paddle.seed(seed)
+    config = {"hyper_parameters": {"backbone": "conv4", "bn_channel": 6, "downsample": "maxpool", "fce": fce,
+                                   "fce_steps": 3},
+              "data": {"image_shape": [1, 16, 16]}}
+    return MatchingNet(config)
+
+
+def features(rng, n_way=3, shots=2, queries=2, size=6):
+    support = paddle.to_tensor(rng.randn(2, n_way * shots, size))
+    query = paddle.to_tensor(rng.randn(2, n_way * queries, size))
+    ys = paddle.to_tensor(np.tile(np.repeat(np.arange(n_way), shots), (2, 1)))
+    yq = paddle.to_tensor(np.tile(np.repeat(np.arange(n_way), queries), (2, 1)))
+    return support, ys, query, yq
+
+
+def nll(net, support, ys, query, yq):
+    log_p = net.log_probabilities(support, ys, query, 3)
+    return F.nll_loss(log_p.reshape([-1, 3]), yq.reshape([-1]))
+
+
+@pytest.mark.parametrize("part", ["fce.forward_cell", "fce.backward_cell", "fce.attention_cell", "inputs"])
+def test_full_context_embeddings_gradient_matches_central_differences(part):
+    net = make_net(True, seed=101)
+    support, ys, query, yq = features(np.random.RandomState(102))
+    if part == "inputs":  # through both LSTMs into the encoder's features
+        support.stop_gradient = query.stop_gradient = False
+        params = [support, query]
+    else:
+        module = net
+        for name in part.split("."):
+            module = getattr(module, name)
+        params = list(module.parameters())
+    loss = nll(net, support, ys, query, yq)
+    analytic = [g.numpy() for g in paddle.grad(loss, params)]
+    start = [p.numpy().copy() for p in params]
+    rng = np.random.RandomState(103)
+    for _ in range(3):
+        direction = [rng.randn(*p.shape) for p in start]
+        norm = np.sqrt(sum((d ** 2).sum() for d in direction))
+        direction = [d / norm for d in direction]
+
+        def at(t):
+            for p, s, d in zip(params, start, direction):
+                p.set_value(s + t * d)
+            with paddle.no_grad():
+                return float(nll(net, support, ys, query, yq))
+
+        eps = 1e-5
+        fd = (8 * (at(eps) - at(-eps)) - (at(2 * eps) - at(-2 * eps))) / (12 * eps)
+        at(0.0)
+        ours = sum(float((g * d).sum()) for g, d in zip(analytic, direction))
+        assert abs(fd - ours) < 1e-8 * max(1.0, abs(fd)), (part, fd, ours)
+        assert abs(ours) > 1e-6
+
+
+def test_without_fce_a_query_gets_the_attention_summed_per_label():
+    net = make_net(False, seed=111)
+    support, ys, query, _ = features(np.random.RandomState(112))
+    log_p = net.log_probabilities(support, ys, query, 3).numpy()
+    s, q, labels = support.numpy(), query.numpy(), ys.numpy()
+    for t in range(2):
+        for j in range(q.shape[1]):
+            cosine = s[t] @ q[t, j] / np.linalg.norm(s[t], axis=1) / np.linalg.norm(q[t, j])
+            attention = np.exp(cosine) / np.exp(cosine).sum()
+            expected = np.log([attention[labels[t] == c].sum() for c in range(3)])
+            np.testing.assert_allclose(log_p[t, j], expected, rtol=1e-12)
+
+
+def test_fce_makes_each_support_embedding_depend_on_the_whole_support_set():
+    """g(x_i, S) changes when another support image changes (without FCE it does not)."""
+    net = make_net(True, seed=121)
+    support, ys, query, _ = features(np.random.RandomState(122))
+    before = net.fce.support(support).numpy()
+    changed = support.numpy().copy()
+    changed[:, -1] += 1.0
+    after = net.fce.support(paddle.to_tensor(changed)).numpy()
+    assert np.abs(after[:, 0] - before[:, 0]).max() > 1e-3
