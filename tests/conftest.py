@@ -67,3 +67,30 @@ def train_and_infer(config, overrides):
                                 text=True, timeout=600)
         assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def directional_errors(params, loss, analytic, rng, eps=1e-6, directions=3):
+    """|five-point central difference - analytic| / max(1, |difference|) of LOSS()
+    (a float) along random unit directions of PARAMS (tensors, moved with set_value
+    and put back); ANALYTIC: the gradient (arrays) to check. Returns the errors and
+    the analytic directional derivatives."""
+    import numpy as np
+
+    start = [p.numpy().copy() for p in params]
+    errors, derivatives = [], []
+    for _ in range(directions):
+        direction = [rng.randn(*s.shape) for s in start]
+        norm = np.sqrt(sum((d ** 2).sum() for d in direction))
+        direction = [d / norm for d in direction]
+
+        def at(t):
+            for p, s, d in zip(params, start, direction):
+                p.set_value(s + t * d)
+            return loss()
+
+        fd = (8 * (at(eps) - at(-eps)) - (at(2 * eps) - at(-2 * eps))) / (12 * eps)
+        at(0.0)
+        ours = sum(float((g * d).sum()) for g, d in zip(analytic, direction))
+        errors.append(abs(fd - ours) / max(1.0, abs(fd)))
+        derivatives.append(ours)
+    return errors, derivatives

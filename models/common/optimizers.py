@@ -1,5 +1,6 @@
-"""The optimizer of Classifier-Baseline and Meta-Baseline (the authors'
-make_optimizer: SGD, momentum 0.9, weight decay, MultiStepLR x0.1) and its config keys."""
+"""The optimizers of the metric learners and their config keys: SGD with momentum and
+milestones (Classifier-Baseline and Meta-Baseline, the authors' make_optimizer), and
+Adam with step decay (Prototypical, Relation and Matching Networks, episodic training)."""
 import paddle
 
 from models.lib.config import Option, at_least, positive
@@ -24,3 +25,22 @@ def sgd_with_milestones(model, config):
         rate = paddle.optimizer.lr.MultiStepDecay(rate, [m * per_epoch for m in opt["milestones"]], gamma=0.1)
     return paddle.optimizer.Momentum(learning_rate=rate, momentum=opt["momentum"], parameters=model.parameters(),
                                      weight_decay=opt["weight_decay"])
+
+
+def adam_step_decay_options(decay_every):
+    """The keys of adam_with_step_decay; DECAY_EVERY: the model's default period."""
+    return [
+        Option("optimizer.class", str, "Adam", "optimizer", choices=["Adam"]),
+        Option("optimizer.learning_rate", float, 0.001, "initial learning rate", (positive, "a number > 0")),
+        Option("optimizer.lr_decay_every", int, decay_every, "the learning rate is halved every this many "
+               "iterations (episodes, with train_batch_size 1)", (positive, "an integer >= 1")),
+        Option("optimizer.lr_decay_gamma", float, 0.5, "the factor of each decay", (positive, "a number > 0")),
+    ]
+
+
+def adam_with_step_decay(model, config):
+    """Adam whose learning rate is multiplied by lr_decay_gamma every lr_decay_every iterations."""
+    opt = config["hyper_parameters"]["optimizer"]
+    schedule = paddle.optimizer.lr.StepDecay(opt["learning_rate"], step_size=opt["lr_decay_every"],
+                                             gamma=opt["lr_decay_gamma"])
+    return paddle.optimizer.Adam(learning_rate=schedule, parameters=model.parameters())

@@ -7,30 +7,23 @@ probabilities are the softmax attention over the support images, by cosine
 similarity, summed per label; the loss is their negative log-likelihood on the
 query labels. Trained episodically from scratch with Adam, the learning rate
 halved every lr_decay_every episodes."""
-import paddle
 import paddle.nn.functional as F
 
 from models.common.backbones import BACKBONE_OPTIONS, backbone_description
-from models.common.episodes import ways
-from models.common.fewshot_model import FewShotModel
 from models.common.metric import episode_features
+from models.common.metric_model import EpisodeScoresModel
+from models.common.optimizers import adam_step_decay_options, adam_with_step_decay
 from models.lib.config import Option, positive
-from models.lib.metrics import EpisodeAccuracy, accuracy
 from models.multitask.matching_net.net import MatchingNet
 
-HYPER_PARAMETER_OPTIONS = [
-    Option("optimizer.class", str, "Adam", "optimizer", choices=["Adam"]),
-    Option("optimizer.learning_rate", float, 0.001, "initial learning rate", (positive, "a number > 0")),
-    Option("optimizer.lr_decay_every", int, 100000, "the learning rate is halved every this many "
-           "iterations (episodes, with train_batch_size 1)", (positive, "an integer >= 1")),
-    Option("optimizer.lr_decay_gamma", float, 0.5, "the factor of each decay", (positive, "a number > 0")),
+HYPER_PARAMETER_OPTIONS = adam_step_decay_options(100000) + [
     Option("fce", bool, False, "full context embeddings: a bidirectional LSTM over the support set and an "
            "attention LSTM over it for each query (the paper's FCE)"),
     Option("fce_steps", int, 5, "processing steps K of the attention LSTM", (positive, "an integer >= 1")),
 ] + BACKBONE_OPTIONS
 
 
-class DygraphModel(FewShotModel):
+class DygraphModel(EpisodeScoresModel):
 
     def create_model(self, config):
         return MatchingNet(config)
@@ -40,27 +33,14 @@ class DygraphModel(FewShotModel):
         return dict(backbone_description(config), model="matching_net", fce=hp["fce"])
 
     def create_optimizer(self, model, config):
-        opt = config["hyper_parameters"]["optimizer"]
-        schedule = paddle.optimizer.lr.StepDecay(opt["learning_rate"], step_size=opt["lr_decay_every"],
-                                                 gamma=opt["lr_decay_gamma"])
-        return paddle.optimizer.Adam(learning_rate=schedule, parameters=model.parameters())
+        return adam_with_step_decay(model, config)
 
-    def create_metrics(self, config, mode="train"):
-        return [EpisodeAccuracy("acc")], ["acc"]
-
-    def episode_log_probabilities(self, model, batch_data, config, mode):
-        xs, ys, xq, yq = self.create_feeds(batch_data, config)
+    def episode_scores(self, model, feeds, n_way):
+        """log P(class | query) [T, Q, n_way] and the query labels."""
+        xs, ys, xq, yq = feeds
         support, query = episode_features(model.encoder, xs, xq)
-        return model.log_probabilities(support, ys, query, ways(config, mode)), yq
+        return model.log_probabilities(support, ys, query, n_way), yq
 
-    def train_forward(self, model, metrics_list, batch_data, config):
-        log_p, yq = self.episode_log_probabilities(model, batch_data, config, "train")
-        loss = F.nll_loss(log_p.reshape([-1, log_p.shape[-1]]), yq.reshape([-1]))
-        metrics_list[0].update(accuracy(log_p.detach(), yq))
-        return loss, metrics_list, {"loss": loss}
-
-    def infer_forward(self, model, metrics_list, batch_data, config):
-        with paddle.no_grad():
-            log_p, yq = self.episode_log_probabilities(model, batch_data, config, "infer")
-        metrics_list[0].update(accuracy(log_p, yq))
-        return metrics_list, {}
+    def episode_loss(self, scores, labels, n_way):
+        """The negative log-likelihood of the query labels."""
+        return F.nll_loss(scores.reshape([-1, n_way]), labels.reshape([-1]))

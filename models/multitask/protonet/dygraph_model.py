@@ -9,20 +9,12 @@ learning rate halved every lr_decay_every episodes (the authors' code,
 jakesnell/prototypical-networks). Evaluation: the same nearest prototype.
 """
 
-import paddle
-
 from models.common.backbones import BACKBONE_OPTIONS, backbone_description
 from models.common.metric_model import CentroidModel
+from models.common.optimizers import adam_step_decay_options, adam_with_step_decay
 from models.multitask.protonet.net import ProtoNet
-from models.lib.config import Option, positive
 
-HYPER_PARAMETER_OPTIONS = [
-    Option("optimizer.class", str, "Adam", "optimizer", choices=["Adam"]),
-    Option("optimizer.learning_rate", float, 0.001, "initial learning rate", (positive, "a number > 0")),
-    Option("optimizer.lr_decay_every", int, 2000, "the learning rate is halved every this many iterations "
-           "(episodes, with train_batch_size 1)", (positive, "an integer >= 1")),
-    Option("optimizer.lr_decay_gamma", float, 0.5, "the factor of each decay", (positive, "a number > 0")),
-] + BACKBONE_OPTIONS
+HYPER_PARAMETER_OPTIONS = adam_step_decay_options(2000) + BACKBONE_OPTIONS
 
 
 class DygraphModel(CentroidModel):
@@ -35,7 +27,4 @@ class DygraphModel(CentroidModel):
         return dict(backbone_description(config), model="protonet")
 
     def create_optimizer(self, model, config):
-        opt = config["hyper_parameters"]["optimizer"]
-        schedule = paddle.optimizer.lr.StepDecay(opt["learning_rate"], step_size=opt["lr_decay_every"],
-                                                 gamma=opt["lr_decay_gamma"])
-        return paddle.optimizer.Adam(learning_rate=schedule, parameters=model.parameters())
+        return adam_with_step_decay(model, config)

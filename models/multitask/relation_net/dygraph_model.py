@@ -7,28 +7,22 @@ every (class, query) pair in (0, 1); the loss is the mean squared error against
 the one-hot labels (the paper's). A query goes to the class of highest score.
 Trained episodically from scratch with Adam, the learning rate halved every
 lr_decay_every episodes (the authors' StepLR). The network: net.py."""
-import paddle
 import paddle.nn.functional as F
 
 from models.common.episodes import ways
-from models.common.fewshot_model import FewShotModel
+from models.common.metric_model import EpisodeScoresModel
+from models.common.optimizers import adam_step_decay_options, adam_with_step_decay
 from models.lib.config import Option, positive
-from models.lib.metrics import EpisodeAccuracy, accuracy
 from models.multitask.relation_net.net import RelationNet
 
-HYPER_PARAMETER_OPTIONS = [
-    Option("optimizer.class", str, "Adam", "optimizer of both modules", choices=["Adam"]),
-    Option("optimizer.learning_rate", float, 0.001, "initial learning rate", (positive, "a number > 0")),
-    Option("optimizer.lr_decay_every", int, 100000, "the learning rate is halved every this many "
-           "iterations (episodes, with train_batch_size 1)", (positive, "an integer >= 1")),
-    Option("optimizer.lr_decay_gamma", float, 0.5, "the factor of each decay", (positive, "a number > 0")),
+HYPER_PARAMETER_OPTIONS = adam_step_decay_options(100000) + [
     Option("bn_channel", int, 64, "filters per conv layer of both modules", (positive, "an integer >= 1")),
     Option("relation_hidden", int, 8, "units of the relation module's hidden linear layer",
            (positive, "an integer >= 1")),
 ]
 
 
-class DygraphModel(FewShotModel):
+class DygraphModel(EpisodeScoresModel):
 
     def create_model(self, config):
         hp, data = config["hyper_parameters"], config["data"]
@@ -41,30 +35,17 @@ class DygraphModel(FewShotModel):
                 "relation_hidden": hp["relation_hidden"]}
 
     def create_optimizer(self, model, config):
-        opt = config["hyper_parameters"]["optimizer"]
-        schedule = paddle.optimizer.lr.StepDecay(opt["learning_rate"], step_size=opt["lr_decay_every"],
-                                                 gamma=opt["lr_decay_gamma"])
-        return paddle.optimizer.Adam(learning_rate=schedule, parameters=model.parameters())
-
-    def create_metrics(self, config, mode="train"):
-        return [EpisodeAccuracy("acc")], ["acc"]
+        return adam_with_step_decay(model, config)
 
     def chance_loss(self, config):
         """The squared error of the best constant score, 1 / N: (N - 1) / N^2."""
         n = ways(config)
         return (n - 1) / n ** 2
 
-    def train_forward(self, model, metrics_list, batch_data, config):
-        xs, ys, xq, yq = self.create_feeds(batch_data, config)
-        n_way = ways(config)
-        scores = model.scores(xs, ys, xq, n_way)
-        loss = F.mse_loss(scores, F.one_hot(yq, n_way).astype(scores.dtype))
-        metrics_list[0].update(accuracy(scores.detach(), yq))
-        return loss, metrics_list, {"loss": loss}
+    def episode_scores(self, model, feeds, n_way):
+        xs, ys, xq, yq = feeds
+        return model.scores(xs, ys, xq, n_way), yq
 
-    def infer_forward(self, model, metrics_list, batch_data, config):
-        xs, ys, xq, yq = self.create_feeds(batch_data, config)
-        with paddle.no_grad():
-            scores = model.scores(xs, ys, xq, ways(config, "infer"))
-        metrics_list[0].update(accuracy(scores, yq))
-        return metrics_list, {}
+    def episode_loss(self, scores, labels, n_way):
+        """The paper's mean squared error against the one-hot labels."""
+        return F.mse_loss(scores, F.one_hot(labels, n_way).astype(scores.dtype))
