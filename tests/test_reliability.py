@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SAMPLE_DATA
+from models.lib import checkpoint
 
 pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
 
@@ -115,6 +116,20 @@ def test_no_usable_checkpoint_is_an_error_not_a_silent_restart(tmp_path):
     assert f"no checkpoint in {out} verifies" in result.stderr
     fresh = trainer(out, "-o", "runner.epochs=1", "-o", "runner.resume=False")
     assert fresh.returncode == 0 and (out / "0" / "meta.json").is_file()
+
+
+def test_a_damaged_mid_epoch_state_alone_is_an_error_not_a_restart(tmp_path):
+    """Killed inside epoch 0 (only the in_progress state exists) and that state
+    damaged since: the trainer stops naming it, and the log is left as it was."""
+    out = tmp_path / "out"
+    assert trainer(out, "-o", "runner.epochs=1").returncode == 0
+    os.rename(out / "0", out / checkpoint.IN_PROGRESS)
+    (out / checkpoint.IN_PROGRESS / "rec.pdopt").write_bytes(b"garbage")
+    log = (out / "train_log.jsonl").read_text()
+    result = trainer(out, "-o", "runner.epochs=2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no checkpoint in {out} verifies" in result.stderr
+    assert (out / "train_log.jsonl").read_text() == log
 
 
 def test_half_written_checkpoint_folder_is_ignored(tmp_path):

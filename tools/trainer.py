@@ -85,7 +85,7 @@ def resume(runner, model_def, model, optimizer, dataset, network, say):
     elif found is not None:
         path, meta = found[1], found[2]
     else:
-        if checkpoint.epochs_in(save_path):
+        if checkpoint.epochs_in(save_path) or os.path.isdir(os.path.join(save_path, checkpoint.IN_PROGRESS)):
             raise ValueError(f"no checkpoint in {save_path} verifies (see the warnings above); "
                              f"remove them or set runner.resume=False to start anew")
         return 0, 0, 0
