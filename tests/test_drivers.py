@@ -121,6 +121,27 @@ def test_plot_draws_the_curves_of_a_run(tmp_path):
     assert results["settings"]["hyper_parameters"]["update_step_test"] == 3
 
 
+def test_training_log_readers_skip_a_torn_last_line_and_name_any_other(tmp_path):
+    from tools.utils.train_log import read_records
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"iteration": 1, "loss": 1.0}\n{"iteration": 2, "lo')  # killed while writing line 2
+    assert read_records(str(log)) == [{"iteration": 1, "loss": 1.0}]
+    log.write_text('{"iteration": 1, "loss": 1.0}\n{"iteration": 2, "lo\n{"iteration": 3, "loss": 0.5}\n')
+    with pytest.raises(ValueError, match=f"{re.escape(str(log))} line 2 is not a JSON record"):
+        read_records(str(log))
+
+
+def test_plot_of_a_run_killed_before_its_first_print_is_one_line(tmp_path):
+    pytest.importorskip("matplotlib")
+    where, out = paths(tmp_path)
+    os.makedirs(out)
+    open(os.path.join(out, "train_log.jsonl"), "w").close()  # the trainer creates it at start
+    plot = run(["tools/plot.py", "-m", "models/multitask/maml/config.yaml"] + where, ROOT)
+    assert plot.returncode == 2 and "Traceback" not in plot.stderr
+    assert plot.stderr.strip().splitlines()[-1].startswith("error: nothing to plot"), plot.stderr
+
+
 # The others: test_miniimagenet.py, test_leo.py; each model's config.yaml runs as its README gives it
 # (test_readme_commands.py), so only the config_bigdata*.yaml files are run here, and of those not the
 # settings that differ from their base in episode shape alone (5-shot, 20-way: the same code; every

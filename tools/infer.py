@@ -20,7 +20,7 @@ import time
 if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.utils import cli, distributed, runtime, visual_log  # before Paddle: MKL
+from tools.utils import cli, distributed, runtime, train_log, visual_log  # before Paddle: MKL
 from tools.utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs
 from models.lib import checkpoint
 
@@ -60,8 +60,7 @@ def select_by_validation(load_path, epochs, n, key, say):
     LOAD_PATH/train_log.jsonl, best first (KEY names the setting asking)."""
     log_path = os.path.join(load_path, "train_log.jsonl")
     try:
-        with open(log_path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = train_log.read_records(log_path)
     except OSError:
         records = []
     chosen = top_epochs([r for r in records if r.get("epoch") in epochs], n)

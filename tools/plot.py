@@ -18,19 +18,13 @@ import sys
 if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.utils import cli, runtime
+from tools.utils import cli, runtime, train_log
 
 
 def read_train_log(path, key="loss"):
     """The records holding KEY ("loss": training, "val": validation) by iteration,
     the last record of an iteration winning (resumed runs redo some)."""
-    records = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                if key in record:
-                    records[record["iteration"]] = record
+    records = {r["iteration"]: r for r in train_log.read_records(path) if key in r}
     return [records[i] for i in sorted(records)]
 
 
@@ -61,8 +55,8 @@ def plot(args):
     os.makedirs(out_dir, exist_ok=True)
     written = []
     log_path = os.path.join(runner["model_save_path"], "train_log.jsonl")
-    if os.path.isfile(log_path):
-        records = read_train_log(log_path)
+    records = read_train_log(log_path) if os.path.isfile(log_path) else []
+    if records:  # (a run killed before its first print has an empty log)
         iters = [r["iteration"] for r in records]
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
         ax_loss.plot(iters, [r["loss"] for r in records])

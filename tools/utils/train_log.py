@@ -29,6 +29,28 @@ class TrainLog:
             pass
 
 
+def read_records(path):
+    """The records of PATH in order. A torn last line (a kill while writing it) is
+    left out, as the trainer drops it when it resumes; any other line that is not a
+    JSON object is an error naming the file and line."""
+    with open(path) as f:
+        lines = f.readlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines) and not line.endswith("\n"):
+                continue
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {number} is not a JSON record of the training log")
+        records.append(record)
+    return records
+
+
 def path_and_epoch(path, record):
     return f"{path} (epoch {record.get('epoch')}, iteration {record.get('iteration')})"
 
