@@ -109,3 +109,31 @@ def test_the_resolved_config_is_printed_and_kept_beside_the_checkpoints(tmp_path
                            text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"note: {tmp_path} was trained before with other values of runner.epochs" in rerun.stdout
+
+
+def test_a_half_written_resolved_config_never_stays(tmp_path, monkeypatch):
+    """resolved_config.save writes FILE.tmp and renames it: interrupted in between
+    (Ctrl-C) it removes the temporary; killed in between, it leaves a name the
+    trainer's clean_stale removes at the next start (it runs under the run lock)."""
+    import os
+
+    from models.lib import checkpoint
+    from tools.utils import resolved_config
+
+    renamed = []
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        renamed.append(src)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resolved_config.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        resolved_config.save(str(tmp_path), "runner: {}\n")
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(resolved_config.os, "replace", real_replace)
+    with open(renamed[0], "w") as f:  # what a kill at that moment leaves
+        f.write("runner: {epo")
+    notes = []
+    checkpoint.clean_stale(str(tmp_path), say=notes.append)
+    assert os.listdir(tmp_path) == [] and len(notes) == 1, notes

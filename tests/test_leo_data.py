@@ -217,3 +217,20 @@ def test_every_leo_embeddings_config_trains_and_infers(embeddings, tmp_path, con
              "runner.model_save_path": tmp_path / "ckpt", "runner.infer_load_path": tmp_path / "ckpt"}
     stdout = train_and_infer(config, small)
     assert "epoch 0: 2 test episodes" in stdout and "  acc_latent: " in stdout
+
+
+def test_a_feature_cache_write_removes_the_temporary_files_of_killed_writers(tmp_path):
+    """A writer killed between its write and its rename leaves PATH.tmp-PID; the next
+    write removes those of processes that are gone and leaves a live writer's."""
+    from models.common.readers import encoder_features_reader as reader
+
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not reader._alive(pid))
+    cache = tmp_path / "features" / "abc.npy"
+    cache.parent.mkdir()
+    orphan, live = cache.parent / f"abc.npy.tmp-{dead}", cache.parent / f"abc.npy.tmp-{os.getppid()}"
+    orphan.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    reader._save(str(cache), np.ones((2, 3), dtype="float32"))
+    assert np.load(cache).shape == (2, 3)
+    assert not orphan.exists() and live.exists()
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["abc.npy", live.name]

@@ -48,12 +48,18 @@ def save(save_path, text):
     """Write TEXT to SAVE_PATH/config_resolved.yaml atomically."""
     os.makedirs(save_path, exist_ok=True)
     path = os.path.join(save_path, FILE)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path + ".tmp"  # the run lock is held: one writer; a killed run's is removed by clean_stale
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def announce(config, command, say=print):
