@@ -153,6 +153,20 @@ def test_infer_write_error_keeps_the_old_results_and_no_temporary_file(tmp_path,
     assert os.listdir(tmp_path) == ["infer_results.json"]
 
 
+def test_two_infers_on_one_folder_both_keep_what_they_evaluated(tmp_path):
+    """Both read the file before either wrote (epochs 0 and 1 evaluated at once in two
+    terminals): the second write merges into the first's, under the folder's lock."""
+    out = tmp_path / "infer_results.json"
+    settings = {"hyper_parameters": {"n_way": 5}}
+    first = {"settings": settings, "epochs": {"0": [{"metric": "acc", "mean": 0.9}]}}
+    second = {"settings": settings, "epochs": {"1": [{"metric": "acc", "mean": 0.95}]}}
+    infer_tool.write_results(str(out), first)
+    infer_tool.write_results(str(out), second)
+    written = json.loads(out.read_text())
+    assert sorted(written["epochs"]) == ["0", "1"] and written["settings"] == settings
+    assert os.listdir(tmp_path) == ["infer_results.json"]
+
+
 def test_a_refused_infer_leaves_the_earlier_results_where_they_were(tmp_path):
     """Results of other settings are moved aside only when new results are written:
     an infer refused after reading them (a checkpoint made for another network)

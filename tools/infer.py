@@ -11,6 +11,7 @@ prints each of the model's metrics (create_metrics(config, "infer")) as mean
 INFER_LOAD_PATH/infer_results.json (adding to the epochs already there if they
 were evaluated with the same settings) and, with runner.use_visual, for VisualDL.
 """
+import fcntl
 import hashlib
 import json
 import os
@@ -171,17 +172,30 @@ def evaluate_ensemble(model_def, model, network, dataset, config, epochs, result
 def write_results(out, results, say=print):
     """Write RESULTS to OUT atomically (written, synced, renamed; results of other
     settings moved aside first); on a write error (disk full, permission) one line
-    naming OUT, the temporary file removed and the old results kept."""
+    naming OUT, the temporary file removed and the old results kept. Under an flock
+    on OUT's folder the file is read again and RESULTS' epochs and ensembles merged
+    into it, so two infers on one folder at once both keep what they evaluated."""
+    tmp = f"{out}.tmp-{os.getpid()}"
     try:
-        with open(out + ".tmp", "w") as f:
-            json.dump(results, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        move_aside_other_settings(out, results.get("settings"), say)
-        os.replace(out + ".tmp", out)
+        folder = os.open(os.path.dirname(out) or ".", os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            latest = read_results(out, results.get("settings"))
+            if latest is not None:
+                for key in ("epochs", "ensembles"):
+                    if key in latest or key in results:
+                        results[key] = {**latest.get(key, {}), **results.get(key, {})}
+            with open(tmp, "w") as f:
+                json.dump(results, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            move_aside_other_settings(out, results.get("settings"), say)
+            os.replace(tmp, out)
+        finally:
+            os.close(folder)  # releases the lock
     except OSError as e:
-        if os.path.exists(out + ".tmp"):
-            os.remove(out + ".tmp")
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise OSError(f"cannot write the results to {out}: {e.strerror or e}; the results of epochs "
                       f"{', '.join(results['epochs'])} are lost, the file's earlier content is kept") from None
 
