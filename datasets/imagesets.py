@@ -106,8 +106,10 @@ def write_split(folder, class_sizes, decode_class, imgsize):
     class is decoded in memory at a time."""
     os.makedirs(folder)
     total = sum(n for _, n in class_sizes)
-    array = np.lib.format.open_memmap(os.path.join(folder, "images.npy"), mode="w+", dtype=np.uint8,
-                                      shape=(total, imgsize, imgsize, 3))
+    path = os.path.join(folder, "images.npy")
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(total, imgsize, imgsize, 3))
+    with open(path, "r+b") as f:  # the blocks reserved now: a full disk is an OSError here, not a SIGBUS later
+        os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
     start = 0
     for name, n in class_sizes:
         images = decode_class(name)

@@ -1,5 +1,6 @@
 """datasets/imagesets.py's install under faults: a second preparation of the same
 folder while the first runs, and Ctrl-C in the middle of one."""
+import errno
 import fcntl
 import os
 
@@ -36,4 +37,25 @@ def test_ctrl_c_is_one_line_and_removes_the_temporary_folder(tmp_path, capsys):
                          prepare_into=lambda o, name, build: imagesets.install(o, interrupted))
     assert code == 130
     assert capsys.readouterr().err == f"interrupted; {out} is as it was (the temporary folder is removed)\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_disk_too_small_for_a_split_is_one_line_before_any_image_is_decoded(tmp_path, capsys, monkeypatch):
+    """The split's array file is a sparse memmap: its blocks are reserved first, so a
+    full disk is one line naming the file, not a SIGBUS half-way through."""
+    out, decoded = tmp_path / "data", []
+
+    def disk_full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(imagesets.os, "posix_fallocate", disk_full)
+
+    def build(work):
+        imagesets.write_split(os.path.join(work, "train"), [("a", 2)], lambda name: decoded.append(name), 8)
+
+    code = imagesets.run("TestSet", str(tmp_path), str(out), "", lambda: None,
+                         prepare_into=lambda o, name, b: imagesets.install(o, build))
+    err = capsys.readouterr().err
+    assert code == 2 and decoded == [], err
+    assert err.startswith("error: ") and err.endswith("No space left on device\n") and len(err.splitlines()) == 1
     assert os.listdir(tmp_path) == []
