@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 
@@ -186,6 +187,7 @@ def run(name, source, out, what, make_build, prepare_into=None):
     images). Errors are one line on stderr; returns the exit code."""
     import sys
 
+    previous = sigterm_as_interrupt()
     try:
         if not source:
             if ready(out):
@@ -199,10 +201,24 @@ def run(name, source, out, what, make_build, prepare_into=None):
     except OSError as e:
         print(f"error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"interrupted; {out} is as it was (the temporary folder is removed)", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the preparation is, so it cleans up as for Ctrl-C."""
+
+
+def sigterm_as_interrupt():
+    """From now on SIGTERM raises Terminated; returns the handler to put back."""
+    def terminated(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminated)
 
 
 def check_classes(split, found, expected, images_per_class, source):

@@ -3,6 +3,7 @@ folder while the first runs, and Ctrl-C in the middle of one."""
 import errno
 import fcntl
 import os
+import signal
 
 import pytest
 
@@ -26,16 +27,19 @@ def test_a_second_preparation_stops_and_leaves_the_first_ones_work(tmp_path):
     assert (out / "x").is_file() and not running.exists()  # a killed run's leftover goes once no one holds the lock
 
 
-def test_ctrl_c_is_one_line_and_removes_the_temporary_folder(tmp_path, capsys):
+@pytest.mark.parametrize("stop,code", [("ctrl-c", 130), ("sigterm", 143)])
+def test_ctrl_c_or_sigterm_is_one_line_and_removes_the_temporary_folder(tmp_path, capsys, stop, code):
     out = tmp_path / "data"
 
     def interrupted(work):
         open(os.path.join(work, "half"), "w").close()
+        if stop == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
         raise KeyboardInterrupt
 
-    code = imagesets.run("TestSet", str(tmp_path), str(out), "", lambda: None,
-                         prepare_into=lambda o, name, build: imagesets.install(o, interrupted))
-    assert code == 130
+    assert imagesets.run("TestSet", str(tmp_path), str(out), "", lambda: None,
+                         prepare_into=lambda o, name, build: imagesets.install(o, interrupted)) == code
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert capsys.readouterr().err == f"interrupted; {out} is as it was (the temporary folder is removed)\n"
     assert os.listdir(tmp_path) == []
 

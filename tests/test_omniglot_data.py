@@ -107,6 +107,23 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_a_rerun_succeeds(tmp_
 
 
 @needs_data
+def test_sigterm_is_one_line_and_leaves_nothing(tmp_path):
+    out = tmp_path / "data"
+    env = dict(os.environ, OMNIGLOT_SOURCE=SHARED_OMNIGLOT, OMNIGLOT_DATA=str(out))
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "datasets", "omniglot", "prepare.py")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not any(p.name.startswith("data.tmp-") for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == f"interrupted; {out} is as it was (the temporary folder is removed)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_data
 @pytest.mark.parametrize("damage, message", [
     ("truncate", "is not a valid zip archive"),
     ("checksum", "SHA-256 does not match"),

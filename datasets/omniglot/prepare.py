@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import urllib.request
 import zipfile
@@ -31,7 +32,7 @@ import numpy as np
 if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from datasets import imagesets  # (datasets/imagesets.py: hashing, READY, the atomic install)
-from datasets.imagesets import PrepareError, file_hash
+from datasets.imagesets import PrepareError, Terminated, file_hash, sigterm_as_interrupt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ZIPS = {  # name: (MD5 of the official archive, characters, alphabets)
@@ -201,6 +202,7 @@ def main(argv=None):
     parser.add_argument("--make-splits", action="store_true",
                         help="(maintainers) rewrite splits/paper_*.txt from the archives")
     args = parser.parse_args(argv)
+    previous = sigterm_as_interrupt()
     try:
         if args.make_splits:
             ids = sum((sorted(character_pngs(os.path.join(args.source, n))) for n in ZIPS), [])
@@ -216,9 +218,11 @@ def main(argv=None):
         reason = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
         print(f"error: {reason}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"interrupted; {args.out} is as it was (the temporary folder is removed)", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
