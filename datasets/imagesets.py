@@ -116,6 +116,8 @@ def write_split(folder, class_sizes, decode_class, imgsize):
         images = decode_class(name)
         if images.shape != (n, imgsize, imgsize, 3):
             raise PrepareError(f"class {name}: decoded {list(images.shape)}, expected [{n}, {imgsize}, {imgsize}, 3]")
+        if n and all(image.min() == image.max() for image in images):
+            raise PrepareError(f"class {name}: every image is one flat colour; the source looks broken")
         array[start: start + n] = images
         start += n
     array.flush()

@@ -5,6 +5,7 @@ import fcntl
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from datasets import imagesets
@@ -62,4 +63,18 @@ def test_a_disk_too_small_for_a_split_is_one_line_before_any_image_is_decoded(tm
     err = capsys.readouterr().err
     assert code == 2 and decoded == [], err
     assert err.startswith("error: ") and err.endswith("No space left on device\n") and len(err.splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_class_of_flat_images_is_refused_by_the_preparation(tmp_path, capsys):
+    out = tmp_path / "data"
+
+    def build(work):
+        imagesets.write_split(os.path.join(work, "train"), [("n01", 2)],
+                              lambda name: np.zeros((2, 8, 8, 3), dtype=np.uint8), 8)
+
+    code = imagesets.run("TestSet", str(tmp_path), str(out), "", lambda: None,
+                         prepare_into=lambda o, name, b: imagesets.install(o, build))
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: class n01: every image is one flat colour; the source looks broken\n"
     assert os.listdir(tmp_path) == []

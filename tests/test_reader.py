@@ -96,3 +96,19 @@ def test_nearest_resize_keeps_the_drawings_binary():
     assert set(np.unique(np.concatenate(nearest.images))) == {0, 255}
     assert len(np.unique(np.concatenate(area.images))) > 2
     assert all(a.shape == b.shape for a, b in zip(area.images, nearest.images))
+
+
+def test_a_character_of_flat_images_is_refused_naming_its_folder(tmp_path):
+    """A conversion that wrote blank PNGs passes every count check; the reader
+    refuses it before any training."""
+    import shutil
+
+    import cv2
+
+    data = tmp_path / "train"
+    shutil.copytree(TRAIN, data)
+    character = sorted(p for p in (data / sorted(p.name for p in data.iterdir())[0]).iterdir())[0]
+    for png in character.iterdir():
+        cv2.imwrite(str(png), np.full((105, 105), 255, dtype=np.uint8))
+    with pytest.raises(ValueError, match=f"{character}: every image is one flat colour"):
+        OmniglotCharacters(str(data), 28, min_images=20)

@@ -139,6 +139,9 @@ class OmniglotCharacters:
             if len(images) < min_images:
                 raise ValueError(f"{name} has {len(images)} images, fewer than "
                                  f"k_spt + k_query = {min_images}")
+            if len(images) and all(image.min() == image.max() for image in images):
+                raise ValueError(f"{name}: every image is one flat colour (a broken conversion?); "
+                                 f"expected drawings")
         self.images = [np.ascontiguousarray(np.rot90(images, angle // 90, axes=(1, 2)))
                        for angle in rotations for images in characters]
 
