@@ -43,6 +43,12 @@ def test_a_row_missing_a_field_is_named(tmp_path):
         reproduce.read_rows(str(tmp_path))
 
 
+def test_a_results_file_that_is_not_yaml_is_one_line(tmp_path):
+    (tmp_path / "results.yaml").write_text("- row: a\n  training: 3 h wall: one thread\n")
+    with pytest.raises(SystemExit, match=r"results.yaml line 2: not valid YAML .*quote a value"):
+        reproduce.read_rows(str(tmp_path))
+
+
 def test_the_block_is_replaced_and_nothing_else():
     text = f"intro\n{reproduce.BEGIN}\nold table\n{reproduce.END}\noutro\n"
     assert reproduce.replace_block(text, "| new |\n") == f"intro\n{reproduce.BEGIN}\n| new |\n{reproduce.END}\noutro\n"

@@ -34,8 +34,16 @@ OPTIONAL = {"both_tests", "overrides"}
 def read_rows(folder):
     """The rows of FOLDER/results.yaml, each checked for its fields."""
     path = os.path.join(folder, "results.yaml")
-    with open(path) as f:
-        rows = yaml.safe_load(f) or []
+    try:
+        with open(path) as f:
+            rows = yaml.safe_load(f) or []
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SystemExit(f"error: {path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}); "
+                         f"quote a value that holds ': '") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise SystemExit(f"error: {path}: expected a list of rows (- row: ..., config: ...)")
     for i, row in enumerate(rows):
         missing, unknown = FIELDS - set(row), set(row) - FIELDS - OPTIONAL
         if missing or unknown:
