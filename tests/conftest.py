@@ -6,7 +6,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(ROOT, "models", "multitask", "maml")
 SAMPLE_DATA = os.path.join(MODEL_DIR, "data", "sample_data")
 SHIPPED_ENCODER = os.path.join(ROOT, "models", "multitask", "classifier_baseline", "weights", "omniglot", "19")
-SHARED_OMNIGLOT = os.path.join(os.path.dirname(ROOT), "shared", "omniglot")
+# The official Omniglot zips, for the tests that prepare full Omniglot: $OMNIGLOT_SOURCE (as
+# datasets/omniglot/run.sh takes them), else beside the clone where CI keeps them; without, those skip.
+SHARED_OMNIGLOT = os.environ.get("OMNIGLOT_SOURCE") or os.path.join(os.path.dirname(ROOT), "shared", "omniglot")
 
 
 def load_model_config(overrides=(), path=os.path.join(MODEL_DIR, "config.yaml")):
