@@ -29,7 +29,7 @@ def run_sh(name, env_prefix, source, out, *extra):
 
 def make_cifar100(root, per_part=(4, 2)):
     """cifar-100-python/{train,test,meta}: Python pickles with bytes keys, as the real ones.
-    Fine class f belongs to superclass f % 20 and has a colour of its own."""
+    Fine class f belongs to superclass f % 20 and has a colour of its own (and a white corner)."""
     folder = root / "cifar-100-python"
     os.makedirs(folder)
     with open(folder / "meta", "wb") as f:
@@ -38,6 +38,7 @@ def make_cifar100(root, per_part=(4, 2)):
     for part, n in zip(("train", "test"), per_part):
         fine = np.repeat(np.arange(100), n)
         planes = np.stack([np.full([32, 32], f * 2) for f in fine])[:, None].repeat(3, axis=1)  # [N, 3, 32, 32]
+        planes[:, :, 0, 0] = 255  # one white corner: a drawing, not a flat image (those are refused)
         with open(folder / part, "wb") as f:
             pickle.dump({b"data": planes.reshape([len(fine), -1]).astype(np.uint8), b"fine_labels": fine.tolist(),
                          b"coarse_labels": (fine % 20).tolist()}, f)
@@ -55,7 +56,7 @@ def test_fc100_groups_cifar100_by_superclass(tmp_path):
         images = np.load(tmp_path / "data" / split / "images.npy")
         assert images.shape == (len(fine) * 6, 32, 32, 3)
         first = int(rows[0][0][6:])
-        assert (images[:6] == first * 2).all()  # the class's own images, HWC
+        assert (images[:6, 1:] == first * 2).all() and (images[:6, 0, 0] == 255).all()  # the class's own, HWC
 
 
 def test_fc100_refuses_a_truncated_or_missing_source(tmp_path):
