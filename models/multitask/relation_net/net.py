@@ -30,7 +30,11 @@ class ConvBlock(nn.Layer):
         self.pool = pool
 
     def forward(self, x):
-        h = F.relu(fused_batch_norm_current_batch(self.conv(x), self.bn_weight, self.bn_bias))
+        return self.after_conv(self.conv(x))
+
+    def after_conv(self, h):
+        """Batch norm, ReLU and the pooling, on the conv's output H."""
+        h = F.relu(fused_batch_norm_current_batch(h, self.bn_weight, self.bn_bias))
         return F.max_pool2d(h, 2, 2) if self.pool else h
 
 
@@ -47,6 +51,7 @@ class RelationModule(nn.Layer):
     def __init__(self, channels, size, hidden):
         super().__init__()
         padding = 1 if size < 10 else 0  # the authors: padded on Omniglot (5 x 5), not on miniImageNet (19 x 19)
+        self.padding = padding
         self.blocks = nn.LayerList([ConvBlock(2 * channels, channels, padding, True),
                                     ConvBlock(channels, channels, padding, True)])
         for _ in range(2):
@@ -55,9 +60,31 @@ class RelationModule(nn.Layer):
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, pairs):
-        h = pairs
-        for block in self.blocks:
-            h = block(h)
+        return self.head(self.blocks[1](self.blocks[0](pairs)))
+
+    def score_all(self, classes, queries):
+        """Scores [T, Q, N] of every (query, class) pair of T episodes: class maps
+        [T, N, C, S, S], query maps [T, Q, C, S, S]. The same function as forward on
+        the concatenated pairs, computed faster: a convolution is linear in its input
+        channels, so the first conv of a pair is the conv of the class map with the
+        weight's first C input channels plus that of the query map with the rest,
+        each map convolved once instead of once per pair (10x less work in 5-way
+        with 19 queries, where that conv took most of the step)."""
+        tasks, n_way, channels = classes.shape[0], classes.shape[1], classes.shape[2]
+        queries_per_task = queries.shape[1]
+        first, padding = self.blocks[0].conv, self.padding
+        of_classes = F.conv2d(classes.reshape([-1] + classes.shape[2:]), first.weight[:, :channels],
+                              padding=padding)
+        of_queries = F.conv2d(queries.reshape([-1] + queries.shape[2:]), first.weight[:, channels:],
+                              first.bias, padding=padding)
+        out_shape = of_classes.shape[1:]
+        h = (of_classes.reshape([tasks, 1, n_way] + out_shape)
+             + of_queries.reshape([tasks, queries_per_task, 1] + out_shape))
+        h = self.blocks[1](self.blocks[0].after_conv(h.reshape([-1] + out_shape)))
+        return self.head(h).reshape([tasks, queries_per_task, n_way])
+
+    def head(self, h):
+        """The linear layers on the last block's maps H: scores [P] in (0, 1)."""
         return F.sigmoid(self.fc2(F.relu(self.fc1(h.reshape([h.shape[0], -1]))))).reshape([-1])
 
 
@@ -87,7 +114,5 @@ class RelationNet(nn.Layer):
         map_shape = fs.shape[1:]
         one_hot = F.one_hot(ys, n_way).astype(fs.dtype)  # [T, S, N]
         classes = paddle.matmul(one_hot, fs.reshape([tasks, support, -1]), transpose_x=True)  # [T, N, F]
-        classes = classes.reshape([tasks, 1, n_way] + map_shape).expand([tasks, queries, n_way] + map_shape)
-        query = fq.reshape([tasks, queries, 1] + map_shape).expand([tasks, queries, n_way] + map_shape)
-        pairs = paddle.concat([classes, query], axis=3).reshape([-1, 2 * map_shape[0]] + map_shape[1:])
-        return self.relation(pairs).reshape([tasks, queries, n_way])
+        return self.relation.score_all(classes.reshape([tasks, n_way] + map_shape),
+                                       fq.reshape([tasks, queries] + map_shape))
