@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT, SAMPLE_DATA
 from models.lib import checkpoint
+from tools.utils import evaluation, train_log
 
 pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
 
@@ -146,6 +147,24 @@ def test_keep_last_checkpoints(tmp_path):
     out = tmp_path / "out"
     assert trainer(out, "-o", "runner.epochs=3", "-o", "runner.keep_last_checkpoints=2").returncode == 0
     assert sorted(p.name for p in out.iterdir() if p.name.isdigit()) == ["1", "2"]
+    # With validation, the best epoch so far survives too: infer_best_epoch's choice.
+    validated = tmp_path / "validated"
+    assert trainer(validated, "-o", "runner.epochs=3", "-o", "runner.keep_last_checkpoints=1",
+                   "-o", f"runner.val_data_dir={SAMPLE_DATA}/test", "-o", "runner.val_episodes=4").returncode == 0
+    best = evaluation.top_epochs(train_log.read_records(str(validated / "train_log.jsonl")), 1)[0]
+    assert sorted(p.name for p in validated.iterdir() if p.name.isdigit()) == sorted({"2", str(best)})
+
+
+def test_pruning_keeps_the_best_validated_epochs(tmp_path):
+    for epoch in range(5):
+        os.makedirs(tmp_path / str(epoch) / "x")
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "val": {"acc": acc}}) + "\n"
+                           for e, acc in enumerate([0.5, 0.9, 0.7, 0.8, 0.6])))
+    checkpoint.prune(str(tmp_path), 1, keep=evaluation.best_so_far(str(log), 0))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["1", "4"]
+    checkpoint.prune(str(tmp_path), 1, keep=evaluation.best_so_far(str(log), 2))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["1", "4"]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

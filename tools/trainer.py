@@ -272,7 +272,8 @@ def run_training(config, model_def, reader, rank, world, say):
                 path = save(epoch, per_epoch)
                 last_saved = (epoch + 1) * per_epoch
                 checkpoint.remove_in_progress(save_path)
-                checkpoint.prune(save_path, runner["keep_last_checkpoints"])
+                checkpoint.prune(save_path, runner["keep_last_checkpoints"],
+                                 keep=evaluation.best_so_far(log.path, runner["infer_ensemble_top"]))
                 print(f"epoch {epoch} done, checkpoint saved to {path}", flush=True)
                 if val_rows:
                     say("validation: " + ", ".join(f"{row['metric']}: {100 * row['mean']:.2f} +- "

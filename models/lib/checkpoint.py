@@ -191,12 +191,14 @@ def load(path, model, optimizer=None):
         return pickle.load(f)
 
 
-def prune(root, keep_last):
-    """Delete all but the newest KEEP_LAST checkpoint folders (0: keep all)."""
+def prune(root, keep_last, keep=()):
+    """Delete all but the newest KEEP_LAST checkpoint folders and the epochs in KEEP
+    (KEEP_LAST 0: keep all)."""
     if keep_last <= 0:
         return
     for epoch in epochs_in(root)[:-keep_last]:
-        shutil.rmtree(os.path.join(root, str(epoch)), ignore_errors=True)
+        if epoch not in keep:
+            shutil.rmtree(os.path.join(root, str(epoch)), ignore_errors=True)
 
 
 def _renamed_optimizer_state(state, saved_params, model):

@@ -65,7 +65,8 @@ RUNNER_OPTIONS = [
            (positive, "an integer >= 1")),
     Option("model_save_path", str, "output_model", "checkpoint folder, one sub-folder per epoch",
            path=True),
-    Option("keep_last_checkpoints", int, 0, "keep only the newest this many epoch checkpoints (0: all)",
+    Option("keep_last_checkpoints", int, 0, "keep only the newest this many epoch checkpoints (0: all) and, "
+           "when validating, the best by validation (as many as runner.infer_ensemble_top, at least 1)",
            (at_least(0), "an integer >= 0")),
     Option("checkpoint_interval", int, 100, "also save MODEL_SAVE_PATH/in_progress at the first print "
            "(runner.print_interval) at least this many iterations after the last save, so an interrupted "

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from tools.utils import distributed
+from tools.utils import distributed, train_log
 from models.lib.metrics import mean_and_ci95
 
 PROGRESS_SECONDS = 10  # a progress line at most this often on long evaluations
@@ -77,6 +77,12 @@ def ensemble_rows(model_def, model, load_epoch, epochs, dataset, config, rank=0,
     values = np.concatenate(distributed.gather(accuracies, world))
     mean, ci95 = mean_and_ci95(values)
     return [{"metric": f"acc_ensemble_of_{len(epochs)}", "mean": mean, "ci95": ci95, "episodes": len(values)}]
+
+
+def best_so_far(log_path, ensemble_top):
+    """The epochs of training log LOG_PATH that infer's infer_best_epoch /
+    infer_ensemble_top would pick: the trainer keeps them when pruning."""
+    return top_epochs(train_log.read_records(log_path), max(1, ensemble_top))
 
 
 def top_epochs(records, n):
