@@ -1,0 +1,118 @@
+"""The fault-injection table, for every learner (tools/README.md, "What survives
+which fault"): each learner's sample config is trained and evaluated by the
+shared drivers while its writers meet a kill, Ctrl-C or SIGTERM, a second
+writer, a damaged file left by a crash, a full disk and a read-only target
+(tests/inject_fault.py). Every fault ends in one line naming the path and a
+non-zero exit, or in the documented recovery, and nothing saved before is lost.
+MAML's drivers have the deeper tests (test_reliability.py, test_run_safety.py)."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, quick_run_overrides
+from models.lib import checkpoint
+from test_run_safety import lock_holder, one_line, wait_for
+from test_reliability import sigint_as_in_a_terminal
+
+pytestmark = pytest.mark.slow
+
+LEARNERS = sorted(os.path.basename(os.path.dirname(p))
+                  for p in glob.glob(os.path.join(ROOT, "models", "multitask", "*", "config.yaml")))
+SHORT = ["-o", "runner.train_batches_per_epoch=2", "-o", "runner.print_interval=1",
+         "-o", "runner.checkpoint_interval=0", "-o", "runner.infer_episodes=4"]
+
+
+def driver(script, learner, out, *extra, inject=(), wait=True):
+    """Run tools/SCRIPT.py on LEARNER's sample config with its run folder OUT,
+    through tests/inject_fault.py when INJECT = (pattern, errno name, allowed)."""
+    config = f"models/multitask/{learner}/config.yaml"
+    args = ([sys.executable] + (["tests/inject_fault.py", *map(str, inject)] if inject else [])
+            + [f"tools/{script}.py", "-m", config] + quick_run_overrides(os.path.join(ROOT, config), 5) + SHORT
+            + ["-o", f"runner.model_save_path={out}", "-o", f"runner.infer_load_path={out}"] + list(extra))
+    if not wait:
+        return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=sigint_as_in_a_terminal)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def epochs(out):
+    return checkpoint.epochs_in(str(out))
+
+
+def snapshot(out):
+    """Every epoch checkpoint's files and bytes: what a fault must not change."""
+    return {path: open(path, "rb").read() for e in epochs(out) for path in glob.glob(f"{out}/{e}/*")}
+
+
+def last_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and "Traceback" not in stderr, stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_the_writers_of_every_learner_survive_each_fault(tmp_path, learner):
+    out = tmp_path / "run"
+    forever = ["-o", "runner.epochs=100000"]
+
+    # Killed (SIGKILL) while a second trainer tries the same folder: the second stops,
+    # naming the holder; the killed run's complete epochs stay and its lock is taken over.
+    first = driver("trainer", learner, out, *forever, wait=False)
+    assert wait_for(lambda: len(epochs(out)) >= 2 or first.poll() is not None), first.communicate()
+    second = driver("trainer", learner, out, "-o", "runner.epochs=3")
+    assert second.returncode == 2 and "is in use by another trainer" in one_line(second.stderr)
+    first.kill()
+    first.wait()
+    kept = snapshot(out)
+
+    # Ctrl-C or SIGTERM: resumed, then stopped with one line naming the newest checkpoint.
+    sig, code = (signal.SIGINT, 130) if LEARNERS.index(learner) % 2 else (signal.SIGTERM, 143)
+    newest = epochs(out)[-1]
+    resumed = driver("trainer", learner, out, *forever, wait=False)
+    assert wait_for(lambda: epochs(out)[-1] > newest or resumed.poll() is not None)
+    resumed.send_signal(sig)
+    stdout, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == code, stderr
+    assert one_line(stderr).startswith("interrupted at iteration ") and f"resumed from" in stdout
+    assert lock_holder(out) is None
+    assert all(open(path, "rb").read() == data for path, data in kept.items())
+
+    # A checkpoint cut short by a crash, then a full disk at the next save: the damaged
+    # epoch is named and the one before used; the save fails in one line, nothing half-written.
+    newest = epochs(out)[-1]
+    params = out / str(newest) / "rec.pdparams"
+    os.truncate(params, os.path.getsize(params) // 2)
+    full = driver("trainer", learner, out, "-o", f"runner.epochs={newest + 3}",
+                  inject=("rec.pdparams", "ENOSPC", 0))
+    assert full.returncode == 2, full.stderr
+    assert str(params) in full.stdout + full.stderr
+    line = last_line(full.stderr)
+    assert line.startswith("error: cannot write the checkpoint of epoch ") and "No space left on device" in line, (full.stdout, full.stderr)
+    assert all(checkpoint.verify(str(out / str(e))) for e in epochs(out) if e != newest)
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp")]
+
+    # The training log read-only: one line naming it, the checkpoints untouched.
+    kept = snapshot(out)
+    denied = driver("trainer", learner, out, "-o", f"runner.epochs={newest + 3}",
+                    inject=("train_log.jsonl", "EACCES", 0))
+    assert denied.returncode == 2 and "train_log.jsonl" in one_line(denied.stderr)
+    assert snapshot(out) == kept
+
+    # infer_results.json empty after a crash: replaced; then a full disk: kept as it was.
+    good = [e for e in epochs(out) if e != newest][-1]
+    results = out / "infer_results.json"
+    results.write_text("")
+    one_epoch = ["-o", f"runner.infer_start_epoch={good}", "-o", f"runner.infer_end_epoch={good + 1}"]
+    infer = driver("infer", learner, out, *one_epoch)
+    assert infer.returncode == 0, infer.stderr
+    written = results.read_bytes()
+    assert str(good) in json.loads(written)["epochs"]
+    full = driver("infer", learner, out, *one_epoch, inject=("infer_results*", "ENOSPC", 0))
+    assert full.returncode == 2 and "No space left on device" in one_line(full.stderr)
+    assert results.read_bytes() == written
+    assert sorted(os.listdir(out)) == sorted(set(os.listdir(out)) - {n for n in os.listdir(out) if ".tmp" in n})
