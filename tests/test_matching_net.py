@@ -18,10 +18,10 @@ def float64():
     paddle.set_default_dtype("float32")
 
 
-def make_net(fce, seed):
+def make_net(fce, seed, similarity="cosine"):
     paddle.seed(seed)
     config = {"hyper_parameters": {"backbone": "conv4", "bn_channel": 6, "downsample": "maxpool", "fce": fce,
-                                   "fce_steps": 3},
+                                   "fce_steps": 3, "similarity": similarity},
               "data": {"image_shape": [1, 16, 16]}}
     return MatchingNet(config)
 
@@ -63,17 +63,33 @@ def test_full_context_embeddings_gradient_matches_central_differences(part):
     assert min(abs(d) for d in derivatives) > 1e-6
 
 
-def test_without_fce_a_query_gets_the_attention_summed_per_label():
-    net = make_net(False, seed=111)
+@pytest.mark.parametrize("similarity", ["cosine", "support_normalized"])
+def test_without_fce_a_query_gets_the_attention_summed_per_label(similarity):
+    net = make_net(False, seed=111, similarity=similarity)
     support, ys, query, _ = features(np.random.RandomState(112))
     log_p = net.log_probabilities(support, ys, query, 3).numpy()
     s, q, labels = support.numpy(), query.numpy(), ys.numpy()
     for t in range(2):
         for j in range(q.shape[1]):
-            cosine = s[t] @ q[t, j] / np.linalg.norm(s[t], axis=1) / np.linalg.norm(q[t, j])
-            attention = np.exp(cosine) / np.exp(cosine).sum()
+            dot = s[t] @ q[t, j] / np.linalg.norm(s[t], axis=1)
+            similarities = dot / np.linalg.norm(q[t, j]) if similarity == "cosine" else dot
+            attention = np.exp(similarities) / np.exp(similarities).sum()
             expected = np.log([attention[labels[t] == c].sum() for c in range(3)])
             np.testing.assert_allclose(log_p[t, j], expected, rtol=1e-12)
+
+
+def test_a_sharp_attention_stays_finite():
+    """A query of large norm (support_normalized) makes some attention weights
+    underflow to 0; their classes' log-probabilities stay finite and the loss's
+    gradient too."""
+    net = make_net(False, seed=131, similarity="support_normalized")
+    support, ys, query, yq = features(np.random.RandomState(132))
+    query = query * 1e3
+    query.stop_gradient = False
+    log_p = net.log_probabilities(support, ys, query, 3)
+    assert np.isfinite(log_p.numpy()).all() and log_p.numpy().min() < -100
+    (grad,) = paddle.grad(F.nll_loss(log_p.reshape([-1, 3]), yq.reshape([-1])), [query])
+    assert np.isfinite(grad.numpy()).all()
 
 
 def test_fce_makes_each_support_embedding_depend_on_the_whole_support_set():

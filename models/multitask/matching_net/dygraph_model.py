@@ -14,12 +14,15 @@ from models.common.metric import episode_features
 from models.common.metric_model import EpisodeScoresModel
 from models.common.optimizers import adam_step_decay_options, adam_with_step_decay
 from models.lib.config import Option, positive
-from models.multitask.matching_net.net import MatchingNet
+from models.multitask.matching_net.net import SIMILARITIES, MatchingNet
 
 HYPER_PARAMETER_OPTIONS = adam_step_decay_options(100000) + [
     Option("fce", bool, False, "full context embeddings: a bidirectional LSTM over the support set and an "
            "attention LSTM over it for each query (the paper's FCE)"),
     Option("fce_steps", int, 5, "processing steps K of the attention LSTM", (positive, "an integer >= 1")),
+    Option("similarity", str, "cosine", "the attention's similarity: cosine (the paper's formula) or "
+           "support_normalized (the dot product over the support vector's norm, as the widely copied "
+           "TensorFlow code; the query's norm then sets the softmax's sharpness)", choices=SIMILARITIES),
 ] + BACKBONE_OPTIONS
 
 
@@ -30,7 +33,7 @@ class DygraphModel(EpisodeScoresModel):
 
     def network_description(self, config):
         hp = config["hyper_parameters"]
-        return dict(backbone_description(config), model="matching_net", fce=hp["fce"])
+        return dict(backbone_description(config), model="matching_net", fce=hp["fce"], similarity=hp["similarity"])
 
     def create_optimizer(self, model, config):
         return adam_with_step_decay(model, config)

@@ -70,21 +70,34 @@ class FullContextEmbeddings(nn.Layer):
         return h
 
 
+SIMILARITIES = ("cosine", "support_normalized")
+
+
 class MatchingNet(nn.Layer):
     def __init__(self, config):
         super().__init__()
         hp = config["hyper_parameters"]
         self.encoder = backbone_from_config(config)
         self.fce = FullContextEmbeddings(self.encoder.feature_size, hp["fce_steps"]) if hp["fce"] else None
+        self.similarity = hp.get("similarity", "cosine")
 
     def log_probabilities(self, support, ys, query, n_way):
         """log P(class | query) [T, Q, n_way] from support features [T, S, D] with labels
-        ys [T, S] and query features [T, Q, D]: attention a(x, x_i) = softmax_i of the cosine
-        of f(x, S) and g(x_i, S), the class probabilities the attention summed per label."""
+        ys [T, S] and query features [T, Q, D]: attention a(x, x_i) = softmax_i of the
+        similarity of f(x, S) and g(x_i, S), the class probabilities the attention summed
+        per label. Similarity "cosine" is the paper's; "support_normalized" divides the
+        dot product by the support vector's norm only, as the widely copied TensorFlow
+        code (AntreasAntoniou/MatchingNetworks, DistanceNetwork) does, so the query's
+        norm sets the softmax's sharpness. Computed as a difference of log-sum-exps:
+        log sum_{i: y_i = c} e^{s_i} - log sum_i e^{s_i}, finite for any similarity."""
         if self.fce is not None:
             support = self.fce.support(support)
             query = self.fce.query(query, support)
-        cosine = paddle.matmul(F.normalize(query, axis=-1), F.normalize(support, axis=-1), transpose_y=True)
-        attention = F.softmax(cosine, axis=-1)  # [T, Q, S]
-        probabilities = paddle.matmul(attention, F.one_hot(ys, n_way).astype(attention.dtype))
-        return paddle.log(probabilities)  # > 0: every cosine is >= -1, so every attention weight >= e^-2 / S
+        if self.similarity == "cosine":
+            query = F.normalize(query, axis=-1)
+        similarity = paddle.matmul(query, F.normalize(support, axis=-1), transpose_y=True)  # [T, Q, S]
+        one_hot = F.one_hot(ys, n_way).astype(similarity.dtype).transpose([0, 2, 1])  # [T, N, S]
+        outside_class = paddle.where(one_hot > 0, paddle.zeros_like(one_hot),
+                                     paddle.full_like(one_hot, -float("inf")))
+        per_class = paddle.logsumexp(similarity.unsqueeze(2) + outside_class.unsqueeze(1), axis=-1)  # [T, Q, N]
+        return per_class - paddle.logsumexp(similarity, axis=-1, keepdim=True)
