@@ -116,3 +116,38 @@ def test_the_writers_of_every_learner_survive_each_fault(tmp_path, learner):
     assert full.returncode == 2 and "No space left on device" in one_line(full.stderr)
     assert results.read_bytes() == written
     assert sorted(os.listdir(out)) == sorted(set(os.listdir(out)) - {n for n in os.listdir(out) if ".tmp" in n})
+
+
+def plot(out, *extra, inject=()):
+    args = ([sys.executable] + (["tests/inject_fault.py", *map(str, inject)] if inject else [])
+            + ["tools/plot.py", "-m", "models/multitask/maml/config.yaml", "-o", f"runner.model_save_path={out}",
+               "-o", f"runner.infer_load_path={out}"] + list(extra))
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_plots_are_replaced_whole_or_not_at_all(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text("".join(
+        json.dumps({"epoch": 0, "iteration": i, "loss": 1.0 / i, "metrics": {"acc": 0.1 * i}}) + "\n"
+        for i in range(1, 4)))
+    assert plot(out).returncode == 0
+    drawn = (out / "train_curve.png").read_bytes()
+    full = plot(out, inject=("train_curve.png*", "ENOSPC", 0))
+    assert full.returncode == 2
+    assert one_line(full.stderr) == (f"error: cannot write the plot {out / 'train_curve.png'}: No space left on "
+                                     f"device; the earlier file is kept")
+    assert (out / "train_curve.png").read_bytes() == drawn
+    assert sorted(os.listdir(out)) == ["train_curve.png", "train_log.jsonl"]
+    (tmp_path / "a_file").write_text("")
+    nowhere = plot(out, "--out", str(tmp_path / "a_file" / "plots"))
+    assert nowhere.returncode == 2 and str(tmp_path / "a_file" / "plots") in one_line(nowhere.stderr)
+
+
+def test_a_run_folder_that_cannot_be_created_is_one_line_naming_the_key(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = driver("trainer", "maml", tmp_path / "a_file" / "run")
+    assert result.returncode == 2
+    assert one_line(result.stderr).startswith(f"error: runner.model_save_path {tmp_path / 'a_file' / 'run'}: "
+                                              f"cannot create the folder")

@@ -52,7 +52,11 @@ def plot(args):
     config, _, _ = runtime.load_model_and_config(args.config_yaml, args.opt)
     runner = config["runner"]
     out_dir = args.out or runner["model_save_path"]
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the plots' folder {out_dir} (--out, or runner.model_save_path): "
+                      f"{e.strerror or e}") from None
     written = []
     log_path = os.path.join(runner["model_save_path"], "train_log.jsonl")
     records = read_train_log(log_path) if os.path.isfile(log_path) else []
@@ -103,9 +107,18 @@ def plot(args):
 
 
 def _save(fig, out_dir, name):
+    """Write FIG to OUT_DIR/NAME whole or not at all: a temporary file renamed over
+    the old one, so a kill or a full disk leaves the previous plot as it was."""
     path = os.path.join(out_dir, name)
+    tmp = f"{path}.tmp-{os.getpid()}"
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    try:
+        fig.savefig(tmp, dpi=90, format="png")
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OSError(f"cannot write the plot {path}: {e.strerror or e}; the earlier file is kept") from None
     return path
 
 

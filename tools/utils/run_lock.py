@@ -23,9 +23,13 @@ class RunLocked(ValueError):
 def acquire(save_path, say=print):
     """Lock SAVE_PATH for this process; returns the open lock file (keep it open).
     Raises RunLocked when another process holds it."""
-    os.makedirs(save_path, exist_ok=True)
     path = os.path.join(save_path, LOCK_NAME)
-    handle = open(path, "a+")
+    try:
+        os.makedirs(save_path, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as e:
+        raise OSError(f"runner.model_save_path {save_path}: cannot create the folder or its lock file "
+                      f"{LOCK_NAME}: {e.strerror or e}") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
