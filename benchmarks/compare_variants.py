@@ -35,6 +35,11 @@ VARIANTS = [
     ("anil", "ANIL, second order", MAML + "config_bigdata_anil.yaml", 32, 100, ["runner.epochs=600"]),
     ("reptile_serial", "Reptile, serial (1 task)", REPTILE + "config_bigdata_serial.yaml", 1, 1000,
      ["runner.epochs=100"]),
+    ("meta_sgd", "Meta-SGD", "models/multitask/meta_sgd/config_bigdata.yaml", 32, 100, ["runner.epochs=600"]),
+    ("matching_net", "Matching Networks", "models/multitask/matching_net/config_bigdata.yaml", 1, 100,
+     ["runner.epochs=200", "runner.infer_episodes=600"]),
+    ("relation_net", "Relation Networks", "models/multitask/relation_net/config_bigdata.yaml", 1, 100,
+     ["runner.epochs=10000", "runner.infer_episodes=600"]),
 ]
 
 
@@ -61,8 +66,9 @@ def last_epoch(out, name):
     return max(epochs)
 
 
-def run_pairs(out, budget_s):
-    for pair in (VARIANTS[0:2], VARIANTS[2:4], VARIANTS[4:6]):
+def run_pairs(out, budget_s, variants):
+    pairs = [variants[i:i + 2] for i in range(0, len(variants), 2)]
+    for pair in pairs:
         procs = [start("trainer", v, out, [], f"{out}/train_{v[0]}.log") for v in pair]
         deadline = time.time() + budget_s
         for p in procs:
@@ -71,7 +77,7 @@ def run_pairs(out, budget_s):
             except subprocess.TimeoutExpired:
                 p.kill()  # SIGKILL: the per-epoch checkpoints are atomic
                 p.wait()
-    for pair in (VARIANTS[0:2], VARIANTS[2:4], VARIANTS[4:6]):
+    for pair in pairs:
         procs = []
         for v in pair:
             e = last_epoch(out, v[0])
@@ -83,16 +89,16 @@ def run_pairs(out, budget_s):
                 raise SystemExit(f"infer failed, see {out}/infer_*.log")
 
 
-def summarize(out):
+def summarize(out, variants):
     rows = ["| variant | meta-batch | meta-iterations in the budget | tasks seen | s / meta-iteration (1 thread) "
             "| test steps | 5-way 1-shot accuracy, 600 episodes |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, label, _, batch, per_epoch, _ in VARIANTS:
+    for name, label, _, batch, per_epoch, _ in variants:
         epoch = last_epoch(out, name)
         log = [r for r in map(json.loads, open(os.path.join(out, name, "train_log.jsonl"))) if "loss" in r]
         seconds = statistics.median(batch / r.get("ins_per_s", r.get("tasks_per_s")) for r in log)
         results = json.load(open(os.path.join(out, name, "infer_results.json")))
         final = results["epochs"][str(epoch)][-1]
-        steps = final["metric"].replace("acc_step", "")
+        steps = final["metric"][len("acc_step"):] if final["metric"].startswith("acc_step") else "-"
         iterations = (epoch + 1) * per_epoch
         rows.append(f"| {label} | {batch} | {iterations} | {iterations * batch} | {seconds:.3f} | {steps} | "
                     f"{100 * final['mean']:.2f} ± {100 * final['ci95']:.2f} % |")
@@ -104,12 +110,16 @@ def main():
     parser.add_argument("--out", required=True, help="folder for checkpoints and logs")
     parser.add_argument("--budget-minutes", type=float, default=20.0)
     parser.add_argument("--summarize-only", action="store_true", help="print the table of an earlier run")
+    names = [v[0] for v in VARIANTS]
+    parser.add_argument("--variants", nargs="+", choices=names, default=names,
+                        help="which variants (default: all), two at a time in this order")
     args = parser.parse_args()
     out = os.path.abspath(args.out)
+    variants = [v for name in args.variants for v in VARIANTS if v[0] == name]
     if not args.summarize_only:
         os.makedirs(out, exist_ok=True)
-        run_pairs(out, 60 * args.budget_minutes)
-    print(summarize(out))
+        run_pairs(out, 60 * args.budget_minutes, variants)
+    print(summarize(out, variants))
 
 
 if __name__ == "__main__":
