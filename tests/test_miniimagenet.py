@@ -109,6 +109,30 @@ def drop_csv_row(source):
     open(source / "test.csv", "w").write("\n".join(lines[:-1]) + "\n")
 
 
+def relabel_csv_row(source):
+    """A row whose label contradicts its file's name (<wnid><index>.jpg)."""
+    lines = open(source / "test.csv").read().splitlines()
+    name, label = lines[1].split(",")
+    lines[1] = f"{name},{SPLITS['test'][1]}"
+    open(source / "test.csv", "w").write("\n".join(lines) + "\n")
+
+
+def repeat_train_row_in_test(source):
+    """The same image in two splits: a test row replaced by a training one."""
+    train_row = open(source / "train.csv").read().splitlines()[1]
+    lines = open(source / "test.csv").read().splitlines()
+    open(source / "test.csv", "w").write("\n".join(lines[:-1] + [train_row]) + "\n")
+
+
+def share_pickle_index(source):
+    """One image index under two classes of the cache."""
+    path = source / "mini-imagenet-cache-test.pkl"
+    data = pickle.load(open(path, "rb"))
+    first, second = list(data["class_dict"])[:2]
+    data["class_dict"][second][0] = data["class_dict"][first][0]
+    pickle.dump(data, open(path, "wb"))
+
+
 def truncate_pickle(source):
     path = source / "mini-imagenet-cache-train.pkl"
     data = open(path, "rb").read()
@@ -120,6 +144,9 @@ def truncate_pickle(source):
     (make_csv_source, lambda s: os.remove(glob.glob(str(s / "images" / "*.jpg"))[0]), "is missing or not a readable"),
     (make_csv_source, lambda s: os.remove(s / "val.csv"), "holds neither distribution"),
     (make_pickle_source, truncate_pickle, "is not a miniImageNet cache"),
+    (make_csv_source, relabel_csv_row, "but its name says"),
+    (make_csv_source, repeat_train_row_in_test, "is listed before, at train.csv line 2"),
+    (make_pickle_source, share_pickle_index, "lists an image under two classes"),
 ])
 def test_broken_sources_are_one_line_and_leave_nothing(tmp_path, make, damage, message):
     source = make(tmp_path / "source")

@@ -18,6 +18,7 @@ import argparse
 import csv
 import os
 import pickle
+import re
 import sys
 
 import numpy as np
@@ -49,8 +50,14 @@ def distribution(source):
     raise PrepareError(f"{source} holds neither distribution. {WHAT}")
 
 
-def read_csv_split(path):
-    """{wnid: [file names]} of one of Ravi & Larochelle's csv files, in file order."""
+RAVI_NAME = re.compile(r"(n\d{8})\d+\.jpg")  # <wnid><index>.jpg: the name carries the class
+
+
+def read_csv_split(path, seen):
+    """{wnid: [file names]} of one of Ravi & Larochelle's csv files, in file order.
+    A file listed twice (here or in another split: SEEN, file name -> "csv line",
+    grown here) or labelled with a class its name contradicts is refused: either
+    would put one image in two classes or two splits."""
     classes = {}
     try:
         with open(path, newline="") as f:
@@ -59,10 +66,17 @@ def read_csv_split(path):
         raise PrepareError(f"{path} cannot be read ({e})") from None
     if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
         raise PrepareError(f"{path}: expected the header 'filename,label'")
-    for row in rows[1:]:
+    for line, row in enumerate(rows[1:], start=2):
         if len(row) != 2:
-            raise PrepareError(f"{path}: a row is not 'filename,label': {row}")
-        classes.setdefault(row[1], []).append(row[0])
+            raise PrepareError(f"{path} line {line}: a row is not 'filename,label': {row}")
+        name, label = row
+        named = RAVI_NAME.fullmatch(name)
+        if named and named.group(1) != label:
+            raise PrepareError(f"{path} line {line}: {name} is labelled {label}, but its name says {named.group(1)}")
+        if name in seen:
+            raise PrepareError(f"{path} line {line}: {name} is listed before, at {seen[name]}")
+        seen[name] = f"{os.path.basename(path)} line {line}"
+        classes.setdefault(label, []).append(name)
     return classes
 
 
@@ -77,6 +91,11 @@ def load_pickle(path):
     if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
             and images.shape[1:] == (IMGSIZE, IMGSIZE, 3)):
         raise PrepareError(f"{path}: image_data is not uint8 [N, {IMGSIZE}, {IMGSIZE}, 3]")
+    indices = np.concatenate([np.asarray(v, dtype=np.int64).ravel() for v in class_dict.values()] or [[]])
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(images)):
+        raise PrepareError(f"{path}: class_dict lists image indices outside 0..{len(images) - 1}")
+    if len(np.unique(indices)) != len(indices):
+        raise PrepareError(f"{path}: class_dict lists an image under two classes (or twice)")
     return images, class_dict
 
 
@@ -84,12 +103,12 @@ def build(source, images_per_class):
     kind = distribution(source)
 
     def build_into(work):
-        counts = {}
+        counts, seen = {}, {}
         for split, (csv_name, pkl_name) in SPLITS.items():
             expected = read_split_file(os.path.join(HERE, "splits", f"{split}.txt"))
             if kind == "csv":
                 where = os.path.join(source, csv_name)
-                files = read_csv_split(where)
+                files = read_csv_split(where, seen)
                 check_classes(split, {c: len(v) for c, v in files.items()}, expected, images_per_class, where)
                 decode = lambda wnid: decode_images(os.path.join(source, "images"), files[wnid], IMGSIZE)  # noqa: E731
             else:
