@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, SAMPLE_DATA
 from models.lib import checkpoint
-from tools.utils import evaluation, train_log
+from tools.utils import evaluation, memory, train_log
 
 pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
 
@@ -253,3 +253,10 @@ def test_the_committed_run_resumes_with_its_optimizer_state():
     backward(model_def, model, metrics, batch, config)
     optimizer.step()  # raised "Optimizer set error ... should in state dict" when the names changed
     assert np.abs(model.weights()["fc.bias"].numpy() - before).max() > 0
+
+
+def test_memory_check_names_the_largest_need():
+    memory.check([(10, "a"), (40, "b")], "c.yaml", available=100)
+    with pytest.raises(ValueError) as error:
+        memory.check([(10, "the images (runner.x)"), (95, "one batch (runner.y)")], "c.yaml", available=100)
+    assert str(error.value).startswith("config file c.yaml: one batch (runner.y): about 95 B of memory")

@@ -17,7 +17,7 @@ from test_reliability import CONFIG, TINY, losses, sigint_as_in_a_terminal, trai
 
 from tools import infer as infer_tool
 from models.lib import checkpoint
-from tools.utils import memory, run_lock
+from tools.utils import run_lock
 from tools.utils.watch import ChanceWatch
 
 pytestmark = pytest.mark.slow  # end-to-end: runs the drivers or prepares data (python -m pytest -m "not slow" skips it)
@@ -186,15 +186,8 @@ def test_a_refused_infer_leaves_the_earlier_results_where_they_were(tmp_path):
     assert f"results of other settings moved to {out / aside[0]}" in other.stdout
 
 
-def test_memory_check_names_the_largest_need():
-    memory.check([(10, "a"), (40, "b")], "c.yaml", available=100)
-    with pytest.raises(ValueError) as error:
-        memory.check([(10, "the images (runner.x)"), (95, "one batch (runner.y)")], "c.yaml", available=100)
-    assert str(error.value).startswith("config file c.yaml: one batch (runner.y): about 95 B of memory")
-
-
 @pytest.mark.parametrize("override, key", [
-    ("hyper_parameters.imgsize=1024", "one training batch (runner.train_batch_size = 2"),
+    ("hyper_parameters.imgsize=1024", "images of 1024x1024"),
     ("runner.train_batch_size=100000", "one training batch (runner.train_batch_size = 100000"),
     ("hyper_parameters.imgsize=100000", "hyper_parameters.imgsize = 100000, expected an integer from 16 to 1024"),
     (f"runner.test_data_dir={SAMPLE_DATA}/missing", "runner.test_data_dir: data directory"),
@@ -203,10 +196,12 @@ def test_memory_check_names_the_largest_need():
     (f"runner.val_data_dir={SAMPLE_DATA}/missing", "runner.val_data_dir: data directory"),
     ("runner.infer_start_epoch=3", "runner.infer_end_epoch = 2 must be greater than runner.infer_start_epoch = 3"),
     ("runner.infer_best_epoch=True", "runner.infer_best_epoch selects epochs by validation, but runner.val_data_dir"),
+    ("runner.infer_batch_size=8000 runner.infer_episodes=8000",  # not after an epoch, at the first validation
+     "one evaluation batch (runner.infer_batch_size = 8000"),
 ])
 def test_impossible_configs_stop_before_anything_is_written(tmp_path, override, key):
     out = tmp_path / "run"
-    result = trainer(out, "-o", override)
+    result = trainer(out, *[a for o in override.split() for a in ("-o", o)])
     assert result.returncode == 2
     assert key in one_line(result.stderr)
     assert not os.path.exists(out)

@@ -21,7 +21,7 @@ import time
 if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.utils import cli, distributed, runtime, train_log, visual_log  # before Paddle: MKL
+from tools.utils import cli, distributed, memory, runtime, train_log, visual_log  # before Paddle: MKL
 from tools.utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs
 from models.lib import checkpoint
 
@@ -98,6 +98,10 @@ def infer(args):
     if end <= first:
         raise ValueError(f"config file {config['config_path']}: runner.infer_end_epoch = {end} must be "
                          f"greater than runner.infer_start_epoch = {first} (the range excludes the end)")
+    reader = runtime.import_from_config_dir(config["config_dir"], runner["infer_reader_path"],
+                                            "runner.infer_reader_path")
+    memory.check([reader.check_data(config, "infer"), model_def.estimate_eval_batch_bytes(config)],
+                 config["config_path"])
     epochs = [e for e in checkpoint.epochs_in(load_path) if first <= e < end]
     if runner["infer_ensemble_top"]:
         epochs = select_by_validation(load_path, epochs, runner["infer_ensemble_top"],
@@ -108,8 +112,6 @@ def infer(args):
         raise ValueError(f"no checkpoint for epochs {first}..{end - 1} in {load_path} "
                          f"(runner.infer_load_path); train first or change runner.infer_start_epoch/"
                          f"infer_end_epoch")
-    reader = runtime.import_from_config_dir(config["config_dir"], runner["infer_reader_path"],
-                                            "runner.infer_reader_path")
     dataset = reader.RecDataset.from_config(config, "infer")  # decoded once; every pass: the same episodes
     model = model_def.create_model(config)
     network = model_def.network_description(config)

@@ -135,7 +135,7 @@ def validate(model_def, model, validation, rank, world):
 def check_inputs(config, model_def, train_reader, infer_reader, world):
     """Before anything is decoded or written: the infer settings can be used after
     training, the training, validation and test data exist and suit the episodes
-    (the readers' check_data), and the decoded data plus one training batch fit in memory."""
+    (the readers' check_data), and the decoded data plus one training or evaluation batch fit in memory."""
     runner = config["runner"]
     if world > runner["train_batch_size"]:
         raise ValueError(f"config file {config['config_path']}: runner.train_batch_size = "
@@ -151,7 +151,7 @@ def check_inputs(config, model_def, train_reader, infer_reader, world):
     needs = [train_reader.check_data(config, "train"), infer_reader.check_data(config, "infer")]
     if runner["val_data_dir"]:
         needs.append(infer_reader.check_data(evaluation.validation_config(config), "infer"))
-    needs.append(model_def.estimate_batch_bytes(config))
+    needs.append(max(model_def.estimate_batch_bytes(config), model_def.estimate_eval_batch_bytes(config)))
     memory.check(needs, config["config_path"])
 
 

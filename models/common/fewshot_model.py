@@ -26,7 +26,7 @@ import math
 import numpy as np
 import paddle
 
-from models.common.episodes import ways
+from models.common.episodes import mode_settings, ways
 
 
 class FewShotModel:
@@ -76,6 +76,19 @@ class FewShotModel:
         needed = images * height * width * channels * 4 * 2 * passes
         return needed, (f"one training batch (runner.train_batch_size = {config['runner']['train_batch_size']}, "
                         f"{images} images of {height}x{width} (hyper_parameters.imgsize), {passes} passes)")
+
+    def estimate_eval_batch_bytes(self, config):
+        """As estimate_batch_bytes, for one evaluation batch (validation and infer.py):
+        runner.infer_batch_size test episodes (at most infer_episodes). Test steps build
+        no graph across steps, so one pass's tensors are counted, not one per step."""
+        hp, runner = config["hyper_parameters"], config["runner"]
+        _, _, n_way, queries = mode_settings(config, "infer")
+        _, height, width = config["data"]["image_shape"]
+        channels = max(hp.get("bn_channel", 64), 64)
+        images = min(runner["infer_batch_size"], runner["infer_episodes"]) * n_way * (hp["k_spt"] + queries)
+        return images * height * width * channels * 4 * 2, (
+            f"one evaluation batch (runner.infer_batch_size = {runner['infer_batch_size']}, {images} images of "
+            f"{height}x{width})")
 
     def create_feeds(self, batch_data, config):
         """batch_data: list of episodes (support_x, support_y, query_x, query_y).

@@ -224,3 +224,12 @@ class DygraphModel(FewShotModel):
         pairs = runner["train_batch_size"] * (hp["n_way"] * hp["k_spt"]) ** 2 * 2 * hp["num_latents"]
         return pairs * 4 * 8, (f"one training batch (runner.train_batch_size = {runner['train_batch_size']}, "
                                f"hyper_parameters.n_way x k_spt = {hp['n_way'] * hp['k_spt']} examples paired)")
+
+    def estimate_eval_batch_bytes(self, config):
+        """The pairs of one evaluation batch, as estimate_batch_bytes."""
+        hp, runner = config["hyper_parameters"], config["runner"]
+        episodes = min(runner["infer_batch_size"], runner["infer_episodes"])
+        examples = (hp["n_way_test"] or hp["n_way"]) * hp["k_spt"]
+        return episodes * examples ** 2 * 2 * hp["num_latents"] * 4 * 8, (
+            f"one evaluation batch (runner.infer_batch_size = {runner['infer_batch_size']}, {examples} examples "
+            f"paired)")
