@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, quick_run_overrides
 from models.lib import checkpoint
 from test_run_safety import lock_holder, one_line, wait_for
-from test_reliability import sigint_as_in_a_terminal
+from test_reliability import losses, sigint_as_in_a_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +151,18 @@ def test_a_run_folder_that_cannot_be_created_is_one_line_naming_the_key(tmp_path
     assert result.returncode == 2
     assert one_line(result.stderr).startswith(f"error: runner.model_save_path {tmp_path / 'a_file' / 'run'}: "
                                               f"cannot create the folder")
+
+
+def test_visualdl_logs_that_cannot_be_written(tmp_path):
+    """Not writable at the start: one line naming the folder and the key. A disk that
+    fills later: VisualDL warns and drops its records, training goes on and
+    train_log.jsonl keeps every number (documented in tools/README.md)."""
+    pytest.importorskip("visualdl")
+    visual = ["-o", "runner.use_visual=True", "-o", "runner.epochs=1"]
+    denied = driver("trainer", "maml", tmp_path / "denied", *visual, inject=("vdlrecords*", "EACCES", 0))
+    assert denied.returncode == 2
+    assert one_line(denied.stderr) == (f"error: runner.use_visual: cannot write VisualDL's logs to "
+                                       f"{tmp_path / 'denied' / 'visualdl'}: Permission denied")
+    full = driver("trainer", "maml", tmp_path / "full", *visual, inject=("vdlrecords*", "ENOSPC", 1))
+    assert full.returncode == 0 and "No space left on device" in full.stdout + full.stderr
+    assert epochs(tmp_path / "full") == [0] and len(losses(tmp_path / "full")) == 2

@@ -18,7 +18,16 @@ def open_writer(use_visual, folder):
     except ImportError:
         raise ValueError("runner.use_visual is True but visualdl is not installed "
                          "(pip install visualdl, or -o runner.use_visual=False)") from None
-    return LogWriter(logdir=os.path.join(folder, "visualdl"))
+    logdir = os.path.join(folder, "visualdl")
+    probe = os.path.join(logdir, f"vdlrecords.probe-{os.getpid()}")
+    try:  # VisualDL itself only warns, from its writer thread, and drops every record
+        os.makedirs(logdir, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"runner.use_visual: cannot write VisualDL's logs to {logdir}: {e.strerror or e}") from None
+    return LogWriter(logdir=logdir)
 
 
 def add_training(writer, record):
