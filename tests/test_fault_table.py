@@ -166,3 +166,16 @@ def test_visualdl_logs_that_cannot_be_written(tmp_path):
     full = driver("trainer", "maml", tmp_path / "full", *visual, inject=("vdlrecords*", "ENOSPC", 1))
     assert full.returncode == 0 and "No space left on device" in full.stdout + full.stderr
     assert epochs(tmp_path / "full") == [0] and len(losses(tmp_path / "full")) == 2
+
+
+def test_a_mid_epoch_save_on_a_full_disk_keeps_the_epoch_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    often = ["-o", "runner.train_batches_per_epoch=4", "-o", "runner.checkpoint_interval=1"]
+    assert driver("trainer", "maml", out, *often, "-o", "runner.epochs=1").returncode == 0
+    kept = snapshot(out)
+    full = driver("trainer", "maml", out, *often, "-o", "runner.epochs=2", inject=("rec.pdparams", "ENOSPC", 0))
+    assert full.returncode == 2
+    assert one_line(full.stderr).startswith(f"error: cannot write the checkpoint of epoch 1 to {out / 'in_progress'}: "
+                                            f"No space left on device")
+    assert snapshot(out) == kept and not os.path.exists(out / "in_progress")
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp")]
