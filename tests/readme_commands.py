@@ -159,7 +159,7 @@ def _check_pytest(where, args):
             for marker in re.findall(r"[a-z_]+", arg.replace("not", " ").replace("and", " ").replace("or", " ")):
                 if f"{marker}:" not in ini:
                     problems.append(f"{where}: pytest marker {marker} is not in pytest.ini")
-        elif not arg.startswith("-") and args[i - 1:i] != ["-m"] and not os.path.exists(
+        elif not arg.startswith("-") and args[i - 1:i] not in (["-m"], ["-n"]) and not os.path.exists(
                 os.path.join(ROOT, arg.split("::")[0])):
             problems.append(f"{where}: {arg} does not exist")
     return problems
