@@ -63,3 +63,47 @@ def test_scores_pair_each_query_with_each_class_and_sum_the_shots():
         expected = net.relation(pairs).numpy().reshape(6, 3)
     np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=1e-14)
     assert ((scores > 0) & (scores < 1)).all()
+
+
+def test_the_authors_initialisation():
+    """weights_init of the authors' scripts: conv N(0, 2 / (9 x out)), zero conv biases,
+    linear N(0, 0.01) with biases of 1."""
+    paddle.seed(95)
+    net = RelationNet(1, 28, init="authors")
+    conv = net.embedding[1].conv
+    assert abs(conv.weight.numpy().std() - np.sqrt(2.0 / (9 * 64))) < 0.002
+    assert not conv.bias.numpy().any()
+    assert abs(net.relation.fc1.weight.numpy().std() - 0.01) < 0.001
+    assert (net.relation.fc1.bias.numpy() == 1).all() and (net.relation.fc2.bias.numpy() == 1).all()
+
+
+def test_each_module_is_clipped_on_its_own_before_the_step():
+    """grad_clip_norm: the embedding's and the relation module's gradients are each scaled
+    to global norm 0.5 at most (the authors' clip_grad_norm per optimizer). Adam's first
+    step does not see a uniform scale, the second step does: a huge first gradient then a
+    tiny one moves the weights differently with and without the clipping."""
+    from models.multitask.relation_net.dygraph_model import DygraphModel
+
+    def after_two_steps(clip):
+        paddle.seed(96)
+        net = RelationNet(1, 28, channels=6, hidden=4)
+        config = {"hyper_parameters": {"grad_clip_norm": clip, "optimizer": {
+            "learning_rate": 0.01, "lr_decay_every": 100, "lr_decay_gamma": 0.5}}}
+        optimizer = DygraphModel().create_optimizer(net, config)
+        xs, ys, xq, yq = episode(np.random.RandomState(97))
+        for scale in (1e4, 1e-4):
+            (scale * loss_of(net, xs, ys, xq, yq)).backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        return net, optimizer
+
+    clipped, optimizer = after_two_steps(0.5)
+    groups = optimizer._param_groups
+    assert [len(g["params"]) for g in groups] == [len(clipped.embedding.parameters()),
+                                                  len(clipped.relation.parameters())]
+    assert all(g["grad_clip"].clip_norm == 0.5 for g in groups)
+    plain, _ = after_two_steps(0.0)
+    for module in ("embedding", "relation"):
+        moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(getattr(clipped, module).parameters(),
+                                                                   getattr(plain, module).parameters())]
+        assert max(moved) > 1e-6, module

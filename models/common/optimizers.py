@@ -38,9 +38,15 @@ def adam_step_decay_options(decay_every):
     ]
 
 
-def adam_with_step_decay(model, config):
-    """Adam whose learning rate is multiplied by lr_decay_gamma every lr_decay_every iterations."""
+def adam_with_step_decay(model, config, clipped_groups=(), clip_norm=0.0):
+    """Adam whose learning rate is multiplied by lr_decay_gamma every lr_decay_every iterations.
+    CLIPPED_GROUPS (lists of parameters) with CLIP_NORM > 0: each group's gradient is scaled
+    to global norm at most CLIP_NORM before the step (torch's clip_grad_norm per module)."""
     opt = config["hyper_parameters"]["optimizer"]
     schedule = paddle.optimizer.lr.StepDecay(opt["learning_rate"], step_size=opt["lr_decay_every"],
                                              gamma=opt["lr_decay_gamma"])
-    return paddle.optimizer.Adam(learning_rate=schedule, parameters=model.parameters())
+    parameters = model.parameters()
+    if clipped_groups and clip_norm > 0:
+        parameters = [{"params": list(group), "grad_clip": paddle.nn.ClipGradByGlobalNorm(clip_norm)}
+                      for group in clipped_groups]
+    return paddle.optimizer.Adam(learning_rate=schedule, parameters=parameters)

@@ -12,13 +12,19 @@ import paddle.nn.functional as F
 from models.common.episodes import ways
 from models.common.metric_model import EpisodeScoresModel
 from models.common.optimizers import adam_step_decay_options, adam_with_step_decay
-from models.lib.config import Option, positive
-from models.multitask.relation_net.net import RelationNet
+from models.lib.config import Option, at_least, positive
+from models.multitask.relation_net.net import INITS, RelationNet
 
 HYPER_PARAMETER_OPTIONS = adam_step_decay_options(100000) + [
     Option("bn_channel", int, 64, "filters per conv layer of both modules", (positive, "an integer >= 1")),
     Option("relation_hidden", int, 8, "units of the relation module's hidden linear layer",
            (positive, "an integer >= 1")),
+    Option("grad_clip_norm", float, 0.5, "each module's gradient (embedding, relation) is scaled to this "
+           "global norm at most before the step, as the authors' clip_grad_norm(..., 0.5); 0: no clipping",
+           (at_least(0), "a number >= 0")),
+    Option("init", str, "authors", "authors: conv weights from N(0, 2 / (9 x out channels)), linear weights "
+           "from N(0, 0.01) with biases of 1 (the authors' weights_init); paddle: Paddle's defaults",
+           choices=INITS),
 ]
 
 
@@ -26,7 +32,8 @@ class DygraphModel(EpisodeScoresModel):
 
     def create_model(self, config):
         hp, data = config["hyper_parameters"], config["data"]
-        return RelationNet(data["image_shape"][0], data["image_shape"][1], hp["bn_channel"], hp["relation_hidden"])
+        return RelationNet(data["image_shape"][0], data["image_shape"][1], hp["bn_channel"], hp["relation_hidden"],
+                           init=hp["init"])
 
     def network_description(self, config):
         hp = config["hyper_parameters"]
@@ -35,7 +42,8 @@ class DygraphModel(EpisodeScoresModel):
                 "relation_hidden": hp["relation_hidden"]}
 
     def create_optimizer(self, model, config):
-        return adam_with_step_decay(model, config)
+        return adam_with_step_decay(model, config, [model.embedding.parameters(), model.relation.parameters()],
+                                    config["hyper_parameters"]["grad_clip_norm"])
 
     def chance_loss(self, config):
         """The squared error of the best constant score, 1 / N: (N - 1) / N^2."""

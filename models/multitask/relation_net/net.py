@@ -14,6 +14,8 @@ Batch norm normalises with the current batch in training and at test: the
 authors' BatchNorm2d(momentum=1) keeps only the last batch's statistics and their
 test scripts never switch to eval mode, so each test batch is normalised with
 its own statistics, as here."""
+import math
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -88,14 +90,33 @@ class RelationModule(nn.Layer):
         return F.sigmoid(self.fc2(F.relu(self.fc1(h.reshape([h.shape[0], -1]))))).reshape([-1])
 
 
+INITS = ("authors", "paddle")
+
+
+def authors_init(layer):
+    """The authors' weights_init: conv weights N(0, 2 / (k * k * out channels)) with zero
+    biases, linear weights N(0, 0.01) with biases of 1 (batch norm: 1 and 0 already)."""
+    with paddle.no_grad():
+        for sub in layer.sublayers():
+            if isinstance(sub, nn.Conv2D):
+                fan = sub.weight.shape[0] * sub.weight.shape[2] * sub.weight.shape[3]
+                sub.weight.set_value(paddle.normal(0.0, math.sqrt(2.0 / fan), sub.weight.shape).astype(sub.weight.dtype))
+                sub.bias.set_value(paddle.zeros_like(sub.bias))
+            elif isinstance(sub, nn.Linear):
+                sub.weight.set_value(paddle.normal(0.0, 0.01, sub.weight.shape).astype(sub.weight.dtype))
+                sub.bias.set_value(paddle.ones_like(sub.bias))
+
+
 class RelationNet(nn.Layer):
-    def __init__(self, in_channels, image_size, channels=64, hidden=8):
+    def __init__(self, in_channels, image_size, channels=64, hidden=8, init="paddle"):
         super().__init__()
         self.embedding = nn.LayerList([ConvBlock(in_channels, channels, 0, True),
                                        ConvBlock(channels, channels, 0, True),
                                        ConvBlock(channels, channels, 1, False),
                                        ConvBlock(channels, channels, 1, False)])
         self.relation = RelationModule(channels, embedding_size(image_size), hidden)
+        if init == "authors":
+            authors_init(self)
 
     def embed(self, x):
         """[B, C, H, W] images -> [B, channels, S, S] feature maps."""
