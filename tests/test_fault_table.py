@@ -179,3 +179,16 @@ def test_a_mid_epoch_save_on_a_full_disk_keeps_the_epoch_checkpoints(tmp_path):
                                             f"No space left on device")
     assert snapshot(out) == kept and not os.path.exists(out / "in_progress")
     assert not [name for name in os.listdir(out) if name.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("name", [".trainer.lock", "config_resolved.yaml*"])
+@pytest.mark.parametrize("code, says", [("EACCES", "Permission denied"), ("ENOSPC", "No space left on device")])
+def test_the_run_folder_s_first_writes_fail_in_one_line_before_training(tmp_path, name, code, says):
+    """The lock and the resolved config are written before any training: a read-only or
+    full run folder stops there, naming the file, with no checkpoint and no log."""
+    out = tmp_path / "run"
+    result = driver("trainer", "maml", out, inject=(name, code, 0))
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert name.rstrip("*") in line and says in line and str(out) in line
+    assert not epochs(out) and not os.path.exists(out / "train_log.jsonl")

@@ -40,11 +40,16 @@ def acquire(save_path, say=print):
     previous = _read_holder(handle, missing=None)
     if previous is not None:
         say(f"note: {path} was left by a trainer that is no longer running ({previous}); taken over")
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "started": datetime.datetime.now().isoformat(timespec="seconds")}))
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": datetime.datetime.now().isoformat(timespec="seconds")}))
+        handle.flush()
+    except OSError as e:
+        handle.close()
+        raise OSError(f"runner.model_save_path {save_path}: cannot write the lock file {LOCK_NAME}: "
+                      f"{e.strerror or e}") from None
     return handle
 
 
