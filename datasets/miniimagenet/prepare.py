@@ -131,5 +131,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     return run("miniImageNet", args.source, args.out, WHAT, lambda: build(args.source, args.images_per_class))
 
+
 if __name__ == "__main__":
     sys.exit(main())

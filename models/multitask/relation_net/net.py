@@ -100,7 +100,8 @@ def authors_init(layer):
         for sub in layer.sublayers():
             if isinstance(sub, nn.Conv2D):
                 fan = sub.weight.shape[0] * sub.weight.shape[2] * sub.weight.shape[3]
-                sub.weight.set_value(paddle.normal(0.0, math.sqrt(2.0 / fan), sub.weight.shape).astype(sub.weight.dtype))
+                std = math.sqrt(2.0 / fan)
+                sub.weight.set_value(paddle.normal(0.0, std, sub.weight.shape).astype(sub.weight.dtype))
                 sub.bias.set_value(paddle.zeros_like(sub.bias))
             elif isinstance(sub, nn.Linear):
                 sub.weight.set_value(paddle.normal(0.0, 0.01, sub.weight.shape).astype(sub.weight.dtype))
