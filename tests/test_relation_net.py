@@ -107,3 +107,22 @@ def test_each_module_is_clipped_on_its_own_before_the_step():
         moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(getattr(clipped, module).parameters(),
                                                                    getattr(plain, module).parameters())]
         assert max(moved) > 1e-6, module
+
+
+def test_queries_one_at_a_time_do_not_see_each_other():
+    """test_queries_one_at_a_time: a query's scores are those of an episode holding that
+    query only (its own embedding pass, its N pairs normalised among themselves), the same
+    when the other queries are dropped or permuted; together, they are not."""
+    paddle.seed(98)
+    net = RelationNet(1, 28, channels=6, hidden=4)
+    xs, ys, xq, _ = episode(np.random.RandomState(99))
+    with paddle.no_grad():
+        alone = net.scores(xs, ys, xq, 3, queries_alone=True).numpy()[0]
+        together = net.scores(xs, ys, xq, 3).numpy()[0]
+        for q in range(xq.shape[1]):
+            single = net.scores(xs, ys, xq[:, q:q + 1], 3).numpy()[0, 0]
+            np.testing.assert_allclose(alone[q], single, rtol=1e-10, atol=1e-12)
+        order = [3, 0, 5, 1, 4, 2]
+        permuted = net.scores(xs, ys, paddle.to_tensor(xq.numpy()[:, order]), 3, queries_alone=True).numpy()[0]
+        np.testing.assert_allclose(permuted, alone[order], rtol=1e-10, atol=1e-12)
+    assert np.abs(together - alone).max() > 1e-4

@@ -7,11 +7,13 @@ every (class, query) pair in (0, 1); the loss is the mean squared error against
 the one-hot labels (the paper's). A query goes to the class of highest score.
 Trained episodically from scratch with Adam, the learning rate halved every
 lr_decay_every episodes (the authors' StepLR). The network: net.py."""
+import paddle
 import paddle.nn.functional as F
 
 from models.common.episodes import ways
 from models.common.metric_model import EpisodeScoresModel
 from models.common.optimizers import adam_step_decay_options, adam_with_step_decay
+from models.lib.metrics import accuracy
 from models.lib.config import Option, at_least, positive
 from models.multitask.relation_net.net import INITS, RelationNet
 
@@ -25,6 +27,9 @@ HYPER_PARAMETER_OPTIONS = adam_step_decay_options(100000) + [
     Option("init", str, "authors", "authors: conv weights from N(0, 2 / (9 x out channels)), linear weights "
            "from N(0, 0.01) with biases of 1 (the authors' weights_init); paddle: Paddle's defaults",
            choices=INITS),
+    Option("test_queries_one_at_a_time", bool, False, "False: a test episode's query images are embedded "
+           "together and all its pairs normalised together (transductive, as the authors' test); True: each "
+           "query image alone and its pairs among themselves (non-transductive)"),
 ]
 
 
@@ -50,9 +55,16 @@ class DygraphModel(EpisodeScoresModel):
         n = ways(config)
         return (n - 1) / n ** 2
 
-    def episode_scores(self, model, feeds, n_way):
+    def episode_scores(self, model, feeds, n_way, queries_alone=False):
         xs, ys, xq, yq = feeds
-        return model.scores(xs, ys, xq, n_way), yq
+        return model.scores(xs, ys, xq, n_way, queries_alone), yq
+
+    def infer_forward(self, model, metrics_list, batch_data, config):
+        with paddle.no_grad():
+            scores, labels = self.episode_scores(model, self.create_feeds(batch_data, config), ways(config, "infer"),
+                                                 config["hyper_parameters"]["test_queries_one_at_a_time"])
+        metrics_list[0].update(accuracy(scores, labels))
+        return metrics_list, {}
 
     def episode_loss(self, scores, labels, n_way):
         """The paper's mean squared error against the one-hot labels."""

@@ -31,13 +31,26 @@ class ConvBlock(nn.Layer):
         self.bn_bias = self.create_parameter([out_channels], default_initializer=nn.initializer.Constant(0.0))
         self.pool = pool
 
-    def forward(self, x):
-        return self.after_conv(self.conv(x))
+    def forward(self, x, groups=1):
+        return self.after_conv(self.conv(x), groups)
 
-    def after_conv(self, h):
-        """Batch norm, ReLU and the pooling, on the conv's output H."""
-        h = F.relu(fused_batch_norm_current_batch(h, self.bn_weight, self.bn_bias))
+    def after_conv(self, h, groups=1):
+        """Batch norm, ReLU and the pooling, on the conv's output H; batch norm's
+        statistics over each of GROUPS equal consecutive parts of the batch."""
+        h = F.relu(grouped_batch_norm(h, self.bn_weight, self.bn_bias, groups))
         return F.max_pool2d(h, 2, 2) if self.pool else h
+
+
+def grouped_batch_norm(h, scale, bias, groups):
+    """Batch norm on the current batch with separate statistics for each of GROUPS
+    consecutive equal parts of h [G * B, C, H, W]: the parts side by side as channels."""
+    if groups == 1:
+        return fused_batch_norm_current_batch(h, scale, bias)
+    n, c, height, width = h.shape
+    side_by_side = h.reshape([groups, n // groups, c, height, width]).transpose([1, 0, 2, 3, 4])
+    out = fused_batch_norm_current_batch(side_by_side.reshape([n // groups, groups * c, height, width]),
+                                         scale.tile([groups]), bias.tile([groups]))
+    return out.reshape([n // groups, groups, c, height, width]).transpose([1, 0, 2, 3, 4]).reshape([n, c, height, width])
 
 
 def embedding_size(image_size):
@@ -64,14 +77,15 @@ class RelationModule(nn.Layer):
     def forward(self, pairs):
         return self.head(self.blocks[1](self.blocks[0](pairs)))
 
-    def score_all(self, classes, queries):
+    def score_all(self, classes, queries, queries_alone=False):
         """Scores [T, Q, N] of every (query, class) pair of T episodes: class maps
         [T, N, C, S, S], query maps [T, Q, C, S, S]. The same function as forward on
         the concatenated pairs, computed faster: a convolution is linear in its input
         channels, so the first conv of a pair is the conv of the class map with the
         weight's first C input channels plus that of the query map with the rest,
         each map convolved once instead of once per pair (10x less work in 5-way
-        with 19 queries, where that conv took most of the step)."""
+        with 19 queries, where that conv took most of the step). QUERIES_ALONE: batch
+        norm's statistics over each query's N pairs only, not over every pair."""
         tasks, n_way, channels = classes.shape[0], classes.shape[1], classes.shape[2]
         queries_per_task = queries.shape[1]
         first, padding = self.blocks[0].conv, self.padding
@@ -82,7 +96,8 @@ class RelationModule(nn.Layer):
         out_shape = of_classes.shape[1:]
         h = (of_classes.reshape([tasks, 1, n_way] + out_shape)
              + of_queries.reshape([tasks, queries_per_task, 1] + out_shape))
-        h = self.blocks[1](self.blocks[0].after_conv(h.reshape([-1] + out_shape)))
+        groups = tasks * queries_per_task if queries_alone else 1
+        h = self.blocks[1](self.blocks[0].after_conv(h.reshape([-1] + out_shape), groups), groups)
         return self.head(h).reshape([tasks, queries_per_task, n_way])
 
     def head(self, h):
@@ -119,22 +134,26 @@ class RelationNet(nn.Layer):
         if init == "authors":
             authors_init(self)
 
-    def embed(self, x):
-        """[B, C, H, W] images -> [B, channels, S, S] feature maps."""
+    def embed(self, x, groups=1):
+        """[B, C, H, W] images -> [B, channels, S, S] feature maps (batch norm's
+        statistics over each of GROUPS equal consecutive parts of the batch)."""
         for block in self.embedding:
-            x = block(x)
+            x = block(x, groups)
         return x
 
-    def scores(self, xs, ys, xq, n_way):
+    def scores(self, xs, ys, xq, n_way, queries_alone=False):
         """Relation scores [T, Q, n_way] of T episodes: support images xs [T, S, C, H, W]
         with labels ys [T, S], query images xq [T, Q, C, H, W]. A class's feature map is
         the sum of its support maps (the authors'); support and query images are
-        embedded in separate passes (separate batch statistics, as the authors')."""
+        embedded in separate passes (separate batch statistics, as the authors').
+        QUERIES_ALONE (the non-transductive test): each query image is embedded on its
+        own and its pairs are normalised among themselves, so its scores depend on the
+        support set and itself only."""
         tasks, support, queries = xs.shape[0], xs.shape[1], xq.shape[1]
         fs = self.embed(xs.reshape([tasks * support] + xs.shape[2:]))
-        fq = self.embed(xq.reshape([tasks * queries] + xq.shape[2:]))
+        fq = self.embed(xq.reshape([tasks * queries] + xq.shape[2:]), tasks * queries if queries_alone else 1)
         map_shape = fs.shape[1:]
         one_hot = F.one_hot(ys, n_way).astype(fs.dtype)  # [T, S, N]
         classes = paddle.matmul(one_hot, fs.reshape([tasks, support, -1]), transpose_x=True)  # [T, N, F]
         return self.relation.score_all(classes.reshape([tasks, n_way] + map_shape),
-                                       fq.reshape([tasks, queries] + map_shape))
+                                       fq.reshape([tasks, queries] + map_shape), queries_alone)
