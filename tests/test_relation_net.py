@@ -104,8 +104,8 @@ def test_each_module_is_clipped_on_its_own_before_the_step():
     assert all(g["grad_clip"].clip_norm == 0.5 for g in groups)
     plain, _ = after_two_steps(0.0)
     for module in ("embedding", "relation"):
-        moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in zip(getattr(clipped, module).parameters(),
-                                                                   getattr(plain, module).parameters())]
+        pairs = zip(getattr(clipped, module).parameters(), getattr(plain, module).parameters())
+        moved = [np.abs(a.numpy() - b.numpy()).max() for a, b in pairs]
         assert max(moved) > 1e-6, module
 
 

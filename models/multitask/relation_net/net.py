@@ -50,7 +50,8 @@ def grouped_batch_norm(h, scale, bias, groups):
     side_by_side = h.reshape([groups, n // groups, c, height, width]).transpose([1, 0, 2, 3, 4])
     out = fused_batch_norm_current_batch(side_by_side.reshape([n // groups, groups * c, height, width]),
                                          scale.tile([groups]), bias.tile([groups]))
-    return out.reshape([n // groups, groups, c, height, width]).transpose([1, 0, 2, 3, 4]).reshape([n, c, height, width])
+    out = out.reshape([n // groups, groups, c, height, width]).transpose([1, 0, 2, 3, 4])
+    return out.reshape([n, c, height, width])
 
 
 def embedding_size(image_size):
