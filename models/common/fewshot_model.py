@@ -29,6 +29,14 @@ import paddle
 from models.common.episodes import mode_settings, ways
 
 
+def activation_bytes(config, images):
+    """One pass's first-layer feature maps of IMAGES images (float32, at least 64 channels at
+    full resolution) and about as much kept for backward: the memory estimates' unit."""
+    _, height, width = config["data"]["image_shape"]
+    channels = max(config["hyper_parameters"].get("bn_channel", 64), 64)
+    return images * height * width * channels * 4 * 2
+
+
 class FewShotModel:
     """Defaults of the hooks, and the feeds of an episode batch."""
 
@@ -68,14 +76,12 @@ class FewShotModel:
         first-layer feature maps (float32, width channels at full resolution), a few
         tensors kept per layer for backward, once per inner step plus the query pass.
         It is there to refuse impossible configs, not to size a machine."""
-        hp = config["hyper_parameters"]
         _, height, width = config["data"]["image_shape"]
-        channels = max(hp.get("bn_channel", 64), 64)
-        passes = hp.get("update_step", 0) + 1
+        passes = config["hyper_parameters"].get("update_step", 0) + 1
         images = self.batch_images(config)
-        needed = images * height * width * channels * 4 * 2 * passes
-        return needed, (f"one training batch (runner.train_batch_size = {config['runner']['train_batch_size']}, "
-                        f"{images} images of {height}x{width} (hyper_parameters.imgsize), {passes} passes)")
+        return activation_bytes(config, images) * passes, (
+            f"one training batch (runner.train_batch_size = {config['runner']['train_batch_size']}, "
+            f"{images} images of {height}x{width} (hyper_parameters.imgsize), {passes} passes)")
 
     def estimate_eval_batch_bytes(self, config):
         """As estimate_batch_bytes, for one evaluation batch (validation and infer.py):
@@ -84,9 +90,8 @@ class FewShotModel:
         hp, runner = config["hyper_parameters"], config["runner"]
         _, _, n_way, queries = mode_settings(config, "infer")
         _, height, width = config["data"]["image_shape"]
-        channels = max(hp.get("bn_channel", 64), 64)
         images = min(runner["infer_batch_size"], runner["infer_episodes"]) * n_way * (hp["k_spt"] + queries)
-        return images * height * width * channels * 4 * 2, (
+        return activation_bytes(config, images), (
             f"one evaluation batch (runner.infer_batch_size = {runner['infer_batch_size']}, {images} images of "
             f"{height}x{width})")
 
