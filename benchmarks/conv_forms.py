@@ -1,24 +1,34 @@
 """Convolution forms for MAML's per-task weights, timed per layer shape
-(issue "speed, round 3", step 1): Paddle's grouped conv2d, as the project runs
-layers 2-4 ([B, T*C, H, W], groups = T), against the same convolution as one
+(issue "speed, round 3"): Paddle's grouped conv2d, as the project ran
+layers 2-4 ([B, T*C, H, W], groups = T), against (step 1) the same convolution as one
 batched matmul of the weights with the 3x3 taps of a task-major layout
 ([T, C, B, H, W] -> patches [T, C*9, B*H'*W']), built only from operators with
 CPU double gradients (pad, reshape, unbind, slice, stack, matmul; stride 2 takes
-its taps from the four stride phases, since strided slices have no double grad).
+its taps from the four stride phases, since strided slices have no double grad),
+and (step 2) the custom C++ operator of models/common/conv_op (one GEMM per
+group over all images), when it builds.
 
     OMP_NUM_THREADS=1 python benchmarks/conv_forms.py [--reps 5]
 
-For each shape it checks that both forms give the same output, then prints the
+For each shape it checks that the forms give the same output, then prints the
 milliseconds of the forward pass, forward + backward, and forward + backward +
 double backward (the second-order pattern: the gradient of a function of the
-first gradients), each the best of two alternating rounds, and grouped / taps.
+first gradients), each the best of two alternating rounds, and grouped / taps,
+grouped / custom (above 1: the other form is faster).
 """
 import argparse
+import os
+import sys
 import time
 
+if not __package__:  # run as a script: make the project root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tools.utils  # noqa: F401  (before Paddle: MKL's fast path on AMD, as the drivers)
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+
+from models.common import conv_op
 
 # name, tasks per pass, images per task, channels, input size, stride
 SHAPES = [
@@ -66,6 +76,13 @@ def taps_matmul(h, w, stride):
     return out.reshape([tasks, w.shape[1], batch, out_h, out_w])
 
 
+def custom(h, w, stride):
+    """The custom operator on the grouped layout: h [B, T*C, H, W] -> [B, T*O, H', W']."""
+    tasks, out_channels, channels = w.shape[:3]
+    paddings = same_padding(h.shape[2]) + same_padding(h.shape[3]) if stride == 2 else (1, 1, 1, 1)
+    return conv_op.conv2d(h, w.reshape([tasks * out_channels, channels, 3, 3]), stride, paddings, tasks)
+
+
 def passes(form, x, w, stride):
     def forward():
         form(x, w, stride)
@@ -95,8 +112,10 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     rng = np.random.RandomState(0)
-    print("| layer | pass | grouped conv2d ms | taps + batched matmul ms | grouped / taps |")
-    print("| --- | --- | --- | --- | --- |")
+    have_custom = conv_op.load() is not None
+    print("| layer | pass | grouped conv2d ms | taps + batched matmul ms | custom operator ms | grouped / taps | "
+          "grouped / custom |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, tasks, batch, channels, size, stride in SHAPES:
         data = rng.randn(batch, tasks * channels, size, size).astype("float32")
         x_grouped = paddle.to_tensor(data, stop_gradient=False)
@@ -108,11 +127,15 @@ def main():
         side = a.shape[-1]
         difference = np.abs(a.reshape(batch, tasks, channels, side, side).transpose(1, 2, 0, 3, 4) - b).max()
         assert difference < 1e-3 * np.abs(a).max(), (name, difference)
-        one, other = passes(grouped, x_grouped, w, stride), passes(taps_matmul, x_taps, w, stride)
-        for key in one:
-            first = min(best_ms(one[key], args.reps), best_ms(one[key], args.reps))
-            second = min(best_ms(other[key], args.reps), best_ms(other[key], args.reps))
-            print(f"| {name} | {key} | {first:.1f} | {second:.1f} | {first / second:.2f} |", flush=True)
+        forms = [passes(grouped, x_grouped, w, stride), passes(taps_matmul, x_taps, w, stride)]
+        if have_custom:
+            assert np.abs(custom(x_grouped, w, stride).numpy() - a).max() < 1e-4 * np.abs(a).max(), name
+            forms.append(passes(custom, x_grouped, w, stride))
+        for key in forms[0]:
+            ms = [min(best_ms(form[key], args.reps), best_ms(form[key], args.reps)) for form in forms]
+            ratios = [f"{ms[0] / m:.2f}" for m in ms[1:]] + ["-"] * (3 - len(ms))
+            cells = [f"{m:.1f}" for m in ms] + ["-"] * (3 - len(ms))
+            print(f"| {name} | {key} | {' | '.join(cells)} | {' | '.join(ratios)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,16 @@ SHIPPED_ENCODER = os.path.join(ROOT, "models", "multitask", "classifier_baseline
 SHARED_OMNIGLOT = os.environ.get("OMNIGLOT_SOURCE") or os.path.join(os.path.dirname(ROOT), "shared", "omniglot")
 
 
+def pytest_sessionstart(session):
+    """Build the custom convolution operator before any test runs (under xdist the
+    controller first, the workers then find it built): a build inside a driver test
+    would add its one line to the output that test checks."""
+    import tools.utils  # noqa: F401  (as the drivers: before Paddle)
+    from models.common import conv_op
+
+    conv_op.load()
+
+
 def load_model_config(overrides=(), path=os.path.join(MODEL_DIR, "config.yaml")):
     """(config, DygraphModel) as the drivers load them."""
     from tools.utils import runtime

@@ -12,6 +12,12 @@ pytestmark = [pytest.mark.slow,  # builds programs: skipped by python -m pytest 
               pytest.mark.skipif(not paddle.__version__.startswith("3."), reason="to_static of the step needs PIR")]
 
 
+@pytest.fixture(autouse=True)
+def paddle_convolutions(monkeypatch):
+    """As benchmarks/compiled_step.py: Paddle's conv2d (to_static of the custom operator is not supported)."""
+    monkeypatch.setenv("FEWSHOT_CONV", "paddle")
+
+
 def setting_and_feeds(order, tasks=4):
     s = dict(SETTINGS["5way1shot"], meta_batch=tasks)
     config, model_def = load_maml([f"hyper_parameters.first_order={order == 'first'}",

@@ -14,6 +14,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
+from models.common import conv_op
 from models.multitask.maml.dygraph_model import multi_step_loss_weights
 from models.common.layers import cross_entropy
 from models.multitask.maml.dygraph_model import DygraphModel
@@ -21,6 +22,14 @@ from models.multitask.maml.net import MAMLConvNet
 
 ALPHA = 0.3
 STEPS = 2
+
+
+@pytest.fixture(autouse=True, params=["paddle", "custom"])
+def conv_form(request, monkeypatch):
+    """Every test for each convolution form the networks can use (models/common/conv_op)."""
+    if request.param == "custom" and conv_op.load() is None:
+        pytest.skip(f"the custom convolution operator does not build here: {conv_op.build_error()}")
+    monkeypatch.setenv("FEWSHOT_CONV", request.param)
 
 
 @pytest.fixture(autouse=True)

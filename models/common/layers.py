@@ -97,3 +97,21 @@ def cross_entropy(logits, labels, twice_differentiable=True):
     one_hot = F.one_hot(labels, logits.shape[-1]).astype(logits.dtype)
     picked = (logits * one_hot).sum(axis=-1)
     return (log_sum_exp - picked).mean(axis=-1)
+
+
+def first_layer_patches(x, downsample):
+    """x: [T, B, C, H, W] (data) -> the first convolution's input patches
+    [B, T, C*9, L] (L output positions) and the output size (H', W'), for the
+    conv-4 network's first layer as a matmul (Paddle's conv2d double gradient is
+    wrong for the data). The data is put image-major first: transposing the C
+    input channels is far cheaper than transposing the first layer's output."""
+    tasks, batch, channels, height, width = x.shape
+    images = x.transpose([1, 0, 2, 3, 4]).reshape([batch * tasks, channels, height, width])
+    if downsample == "stride":  # TF's SAME padding: the odd extra row/column at the end
+        (top, bottom), (left, right) = same_padding(height), same_padding(width)
+        patches = F.unfold(images, [3, 3], strides=2, paddings=[top, left, bottom, right])
+        out_size = (-(-height // 2), -(-width // 2))
+    else:
+        patches = F.unfold(images, [3, 3], strides=1, paddings=1)
+        out_size = (height, width)
+    return patches.reshape([batch, tasks, channels * 9, out_size[0] * out_size[1]]), out_size

@@ -15,9 +15,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from models.common import conv_op
 from models.common.episodes import ways
 from models.common.layers import (BN_EPSILON, batch_norm_current_batch, fused_batch_norm_current_batch,
-                                  max_pool_2x2, same_padding)
+                                  first_layer_patches, max_pool_2x2, same_padding)
 from models.lib.config import Option, positive
 
 DOWNSAMPLE_STYLES = ("stride", "maxpool")
@@ -54,7 +55,9 @@ class MAMLConvNet(nn.Layer):
     image_size, the MAML authors' miniImageNet network, 84 -> 5 -> 32 x 5 x 5 = 800).
     bn_scale=False: batch norm with an offset only (the authors' tf.contrib.layers.batch_norm
     defaults: no bn{i}.weight); bn_epsilon: its epsilon (theirs 1e-3); head_init: "xavier"
-    (uniform) or "normal" (N(0, 1), the authors' classifier weights).
+    (uniform) or "normal" (N(0, 1), the authors' classifier weights). conv: "auto" (the
+    custom convolution operator of models/common/conv_op where it builds and is faster:
+    small outputs), "custom" (every layer) or "paddle" (F.conv2d); $FEWSHOT_CONV overrides it.
 
     Batch norm uses the statistics of the current batch (the MAML paper's
     setting), in training and evaluation: there are no running statistics.
@@ -62,8 +65,9 @@ class MAMLConvNet(nn.Layer):
 
     def __init__(self, n_way=0, in_channels=1, hidden_channels=64, downsample="stride",
                  activation=F.relu, learned_inner_lr=None, bn_steps=0, bn_scale=True, bn_epsilon=BN_EPSILON,
-                 head_init="xavier", features="mean", image_size=None):
+                 head_init="xavier", features="mean", image_size=None, conv="auto"):
         super().__init__()
+        self.conv_form = conv_op.resolve(conv)  # once, here (models/common/conv_op)
         if features == "flatten" and not image_size:
             raise ValueError("features='flatten' needs the image size")
         if downsample not in DOWNSAMPLE_STYLES:
@@ -146,7 +150,8 @@ class MAMLConvNet(nn.Layer):
         (F.unfold): with one input channel per group a grouped convolution is
         Paddle's depthwise one (no CPU double grad), and Paddle's conv2d double
         gradient is wrong for inputs not differentiated; otherwise it is a
-        grouped convolution too."""
+        grouped convolution too. Layers that use the custom operator
+        (conv_op.use_custom), the first included, convolve with it."""
         missing = [name for name in self.param_names if not name.startswith("fc.") and name not in params]
         if missing:
             raise ValueError(f"the weights lack {', '.join(missing)}")
@@ -164,15 +169,19 @@ class MAMLConvNet(nn.Layer):
             scale, shift = self._batch_norm_weights(scale, shift, bn_step)
             # The conv bias: a per-channel constant batch norm removes (zero gradient); the authors' network has it.
             shift = shift + 0.0 * params[f"conv{i}.bias"].reshape([-1])
-            if i == 0 and twice_differentiable:  # weights per image: ones @ w (matmul broadcasting: no double grad)
-                patches, (out_h, out_w) = self._first_layer_patches(x)  # [B, T, C*9, L]: no transpose after
+            stride, paddings = self._stride_and_paddings(x.shape[3:] if i == 0 else h.shape[2:])
+            custom = conv_op.use_custom(self.conv_form, stride, paddings, x.shape[3:] if i == 0 else h.shape[2:])
+            if i == 0 and twice_differentiable and not custom:  # per image: ones @ w (no double grad when broadcast)
+                patches, (out_h, out_w) = first_layer_patches(x, self.downsample)  # [B, T, C*9, L]: no transpose after
                 per_image = paddle.matmul(paddle.ones([batch, 1], dtype=w.dtype), w.reshape([1, -1]))
                 h = paddle.matmul(per_image.reshape([batch, tasks, channels, -1]), patches)
                 h = norm(h.reshape([batch, tasks * channels, out_h, out_w]), scale, shift)
-            else:  # differentiated once at most: a convolution may see the data (grouped, [B, T*C, H, W])
+            else:  # Paddle's conv2d sees the data only when differentiated once at most (grouped, [B, T*C, H, W])
                 h = x.transpose([1, 0, 2, 3, 4]).reshape([batch, -1] + x.shape[3:]) if i == 0 else h
                 kernels = w.reshape([tasks * channels, w.shape[2], 3, 3])
-                if self.downsample == "stride":
+                if custom:
+                    h = conv_op.conv2d(h, kernels, stride, paddings, groups=tasks)
+                elif self.downsample == "stride":
                     h = F.conv2d(h, kernels, stride=2, padding="SAME", groups=tasks)
                 else:
                     h = F.conv2d(h, kernels, stride=1, padding=1, groups=tasks)
@@ -183,6 +192,12 @@ class MAMLConvNet(nn.Layer):
         if self.head_input == "flatten":  # h is [B, T*C, S, S]: each task's C*S*S values are contiguous
             return h.reshape([batch, tasks, -1]).transpose([1, 0, 2])
         return h.mean(axis=[2, 3]).reshape([batch, tasks, -1]).transpose([1, 0, 2])
+
+    def _stride_and_paddings(self, size):
+        """(stride, (top, bottom, left, right)) of a convolution of an input of SIZE (H, W)."""
+        if self.downsample == "stride":  # TF's SAME: the odd extra row/column at the end
+            return 2, same_padding(size[0]) + same_padding(size[1])
+        return 1, (1, 1, 1, 1)
 
     @staticmethod
     def _batch_norm_weights(scale, shift, bn_step):
@@ -197,22 +212,6 @@ class MAMLConvNet(nn.Layer):
         tasks, steps, channels = scale.shape
         row = min(bn_step, steps - 1)
         return tuple(v.transpose([1, 0, 2]).reshape([steps, tasks * channels])[row] for v in (scale, shift))
-
-    def _first_layer_patches(self, x):
-        """x: [T, B, C, H, W] -> the first convolution's input patches
-        [B, T, C*9, L] (L output positions) and the output size (H', W'). The data is
-        put image-major first: transposing the C input channels is far cheaper than
-        transposing the first layer's output."""
-        tasks, batch, channels, height, width = x.shape
-        images = x.transpose([1, 0, 2, 3, 4]).reshape([batch * tasks, channels, height, width])
-        if self.downsample == "stride":  # TF's SAME padding: the odd extra row/column at the end
-            (top, bottom), (left, right) = same_padding(height), same_padding(width)
-            patches = F.unfold(images, [3, 3], strides=2, paddings=[top, left, bottom, right])
-            out_size = (-(-height // 2), -(-width // 2))
-        else:
-            patches = F.unfold(images, [3, 3], strides=1, paddings=1)
-            out_size = (height, width)
-        return patches.reshape([batch, tasks, channels * 9, out_size[0] * out_size[1]]), out_size
 
 
 def task_copies(weights, tasks):
