@@ -142,46 +142,50 @@ void ScatterOutputAdd(const T* y, const Geometry& g, int64_t group, int64_t n0, 
     }
 }
 
-// out += conv(x, w)
-template <typename T>
-void ConvAdd(const T* x, const T* w, const Geometry& g, T* out) {
+// Calls body(group, n0, n1, L, col, y) for every group and chunk of images n0..n1 (L = (n1-n0)*P
+// columns), with scratch matrices col [K, L] (patches) and y [Co, L] (one group's output).
+template <typename T, typename Body>
+void ForEachChunk(const Geometry& g, Body body) {
   const int64_t K = g.patch(), P = g.positions(), step = g.chunk();
   std::unique_ptr<T[]> col(new T[K * step * P]), y(new T[g.co * step * P]);  // uninitialised: fully written
   for (int64_t group = 0; group < g.groups; ++group)
     for (int64_t n0 = 0; n0 < g.n; n0 += step) {
-      const int64_t n1 = std::min(g.n, n0 + step), L = (n1 - n0) * P;
-      Im2Col(x, g, group, n0, n1, col.get());
-      gemm(false, false, g.co, L, K, w + group * g.co * K, K, col.get(), L, T(0), y.get(), L);
-      ScatterOutputAdd(y.get(), g, group, n0, n1, out);
+      const int64_t n1 = std::min(g.n, n0 + step);
+      body(group, n0, n1, (n1 - n0) * P, col.get(), y.get());
     }
+}
+
+// out += conv(x, w)
+template <typename T>
+void ConvAdd(const T* x, const T* w, const Geometry& g, T* out) {
+  const int64_t K = g.patch();
+  ForEachChunk<T>(g, [&](int64_t group, int64_t n0, int64_t n1, int64_t L, T* col, T* y) {
+    Im2Col(x, g, group, n0, n1, col);
+    gemm(false, false, g.co, L, K, w + group * g.co * K, K, col, L, T(0), y, L);
+    ScatterOutputAdd(y, g, group, n0, n1, out);
+  });
 }
 
 // dx += the gradient of <dout, conv(x, w)> with respect to x
 template <typename T>
 void ConvGradInputAdd(const T* dout, const T* w, const Geometry& g, T* dx) {
-  const int64_t K = g.patch(), P = g.positions(), step = g.chunk();
-  std::unique_ptr<T[]> col(new T[K * step * P]), y(new T[g.co * step * P]);  // uninitialised: fully written
-  for (int64_t group = 0; group < g.groups; ++group)
-    for (int64_t n0 = 0; n0 < g.n; n0 += step) {
-      const int64_t n1 = std::min(g.n, n0 + step), L = (n1 - n0) * P;
-      GatherOutput(dout, g, group, n0, n1, y.get());
-      gemm(true, false, K, L, g.co, w + group * g.co * K, K, y.get(), L, T(0), col.get(), L);
-      Col2ImAdd(col.get(), g, group, n0, n1, dx);
-    }
+  const int64_t K = g.patch();
+  ForEachChunk<T>(g, [&](int64_t group, int64_t n0, int64_t n1, int64_t L, T* col, T* y) {
+    GatherOutput(dout, g, group, n0, n1, y);
+    gemm(true, false, K, L, g.co, w + group * g.co * K, K, y, L, T(0), col, L);
+    Col2ImAdd(col, g, group, n0, n1, dx);
+  });
 }
 
 // dw += the gradient of <dout, conv(x, w)> with respect to w
 template <typename T>
 void ConvGradWeightAdd(const T* x, const T* dout, const Geometry& g, T* dw) {
-  const int64_t K = g.patch(), P = g.positions(), step = g.chunk();
-  std::unique_ptr<T[]> col(new T[K * step * P]), y(new T[g.co * step * P]);  // uninitialised: fully written
-  for (int64_t group = 0; group < g.groups; ++group)
-    for (int64_t n0 = 0; n0 < g.n; n0 += step) {
-      const int64_t n1 = std::min(g.n, n0 + step), L = (n1 - n0) * P;
-      Im2Col(x, g, group, n0, n1, col.get());
-      GatherOutput(dout, g, group, n0, n1, y.get());
-      gemm(false, true, g.co, K, L, y.get(), L, col.get(), L, T(1), dw + group * g.co * K, K);
-    }
+  const int64_t K = g.patch();
+  ForEachChunk<T>(g, [&](int64_t group, int64_t n0, int64_t n1, int64_t L, T* col, T* y) {
+    Im2Col(x, g, group, n0, n1, col);
+    GatherOutput(dout, g, group, n0, n1, y);
+    gemm(false, true, g.co, K, L, y, L, col, L, T(1), dw + group * g.co * K, K);
+  });
 }
 
 paddle::Tensor Zeros(const paddle::Tensor& like) {
