@@ -19,6 +19,7 @@ if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.utils import cli, runtime, train_log
+from models.lib.atomic_file import atomic_write
 
 
 def read_train_log(path, key="loss"):
@@ -110,14 +111,11 @@ def _save(fig, out_dir, name):
     """Write FIG to OUT_DIR/NAME whole or not at all: a temporary file renamed over
     the old one, so a kill or a full disk leaves the previous plot as it was."""
     path = os.path.join(out_dir, name)
-    tmp = f"{path}.tmp-{os.getpid()}"
     fig.tight_layout()
     try:
-        fig.savefig(tmp, dpi=90, format="png")
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=90, format="png")
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise OSError(f"cannot write the plot {path}: {e.strerror or e}; the earlier file is kept") from None
     return path
 

@@ -21,6 +21,7 @@ if not __package__:  # run as a script: make the project root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.utils import cli, evaluation, runtime, train_log
+from models.lib.atomic_file import atomic_write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,10 +80,8 @@ def run_seeds(args):
               f"{100 * r['ci95']:.2f} %")
     print(f"{len(rows)} seeds: {100 * summary['mean']:.2f} +- {100 * summary['std']:.2f} % "
           f"(mean +- standard deviation across seeds)")
-    tmp = os.path.join(out, f"seeds.json.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_write(os.path.join(out, "seeds.json")) as f:
         json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(out, "seeds.json"))
     print(f"written to {os.path.join(out, 'seeds.json')}")
 
 

@@ -7,6 +7,7 @@ import shlex
 
 import yaml
 
+from models.lib.atomic_file import atomic_write
 from models.lib.config import flatten
 
 FILE = "config_resolved.yaml"
@@ -48,18 +49,11 @@ def save(save_path, text):
     """Write TEXT to SAVE_PATH/config_resolved.yaml atomically."""
     os.makedirs(save_path, exist_ok=True)
     path = os.path.join(save_path, FILE)
-    tmp = path + ".tmp"  # the run lock is held: one writer; a killed run's is removed by clean_stale
-    try:
-        with open(tmp, "w") as f:
+    try:  # the run lock is held: one writer; a killed run's .tmp is removed by clean_stale
+        with atomic_write(path, tmp=path + ".tmp") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def announce(config, command, say=print):

@@ -2,7 +2,8 @@
 validation. A resumed run first drops the lines after the iteration it resumes
 from (they are redone), so every iteration appears once."""
 import json
-import os
+
+from models.lib.atomic_file import atomic_write
 
 
 class TrainLog:
@@ -72,12 +73,8 @@ def _drop_after(path, iteration):
             kept.append(json.dumps(record) + "\n")
     if len(kept) == len(lines) and all(a == b for a, b in zip(kept, lines)):
         return
-    tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as f:
+        with atomic_write(path, tmp=path + ".tmp") as f:
             f.writelines(kept)
-        os.replace(tmp, path)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise OSError(f"cannot rewrite the training log {path}: {e.strerror or e}") from None

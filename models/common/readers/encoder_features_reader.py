@@ -19,6 +19,7 @@ from models.common import pretrained
 from models.common.episodes import mode_settings
 from models.common import omniglot
 from models.common.readers.feature_episodes import FEATURE_OPTIONS, FeatureEpisodes
+from models.lib.atomic_file import atomic_write
 from models.lib.config import REQUIRED, Option
 
 KEY = "hyper_parameters.encoder_path"
@@ -99,19 +100,12 @@ def _save(path, features):
     be written (read-only data, a full disk) gives one warning: the features are
     used uncached and computed again next time."""
     _remove_orphans(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path, "wb") as f:  # the temporary file removed also on Ctrl-C
             np.save(f, features)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         print(f"warning: cannot cache the features in {path} ({e.strerror or e}); using them uncached")
-    finally:  # also on Ctrl-C
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _remove_orphans(path):
