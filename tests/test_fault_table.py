@@ -192,3 +192,68 @@ def test_the_run_folder_s_first_writes_fail_in_one_line_before_training(tmp_path
     line = one_line(result.stderr)
     assert name.rstrip("*") in line and says in line and str(out) in line
     assert not epochs(out) and not os.path.exists(out / "train_log.jsonl")
+
+
+def killed_pid(out):
+    """The PID in the temporary file a killed writer left in OUT (the first one)."""
+    names = [name for name in os.listdir(out) if ".tmp-" in name]
+    return names[0].rsplit("-", 1)[1] if names else None
+
+
+def test_a_kill_or_ctrl_c_while_infer_writes_keeps_the_previous_results(tmp_path):
+    out = tmp_path / "run"
+    assert driver("trainer", "maml", out, "-o", "runner.epochs=1").returncode == 0
+    assert driver("infer", "maml", out, "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1").returncode == 0
+    previous = (out / "infer_results.json").read_bytes()
+    killed = driver("infer", "maml", out, "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1",
+                    inject=("infer_results.json.tmp-*", "SIGKILL", 0))
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "infer_results.json").read_bytes() == previous
+    assert [name for name in os.listdir(out) if ".tmp" in name] == [f"infer_results.json.tmp-{killed_pid(out)}"]
+    interrupted = driver("infer", "maml", out, "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1",
+                         inject=("infer_results.json.tmp-*", "SIGINT", 0))
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert "Traceback" not in interrupted.stderr and one_line(interrupted.stderr)
+    assert (out / "infer_results.json").read_bytes() == previous
+    assert not [name for name in os.listdir(out) if ".tmp" in name]  # its own and the killed writer's removed
+    again = driver("infer", "maml", out, "-o", "runner.infer_start_epoch=0", "-o", "runner.infer_end_epoch=1")
+    assert again.returncode == 0 and json.loads((out / "infer_results.json").read_text())
+
+
+def test_ctrl_c_during_a_mid_epoch_save_keeps_the_epoch_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    often = ["-o", "runner.train_batches_per_epoch=4", "-o", "runner.checkpoint_interval=1"]
+    assert driver("trainer", "maml", out, *often, "-o", "runner.epochs=1").returncode == 0
+    kept = snapshot(out)
+    stopped = driver("trainer", "maml", out, *often, "-o", "runner.epochs=2", inject=("rec.pdparams", "SIGINT", 0))
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr and one_line(stopped.stderr)
+    assert snapshot(out) == kept
+    resumed = driver("trainer", "maml", out, *often, "-o", "runner.epochs=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert epochs(out) == [0, 1]
+
+
+def test_a_plot_killed_while_writing_leaves_the_earlier_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text("".join(
+        json.dumps({"epoch": 0, "iteration": i, "loss": 1.0 / i, "metrics": {"acc": 0.1 * i}}) + "\n"
+        for i in range(1, 4)))
+    assert plot(out).returncode == 0
+    drawn = (out / "train_curve.png").read_bytes()
+    killed = plot(out, inject=("train_curve.png.tmp-*", "SIGKILL", 0))
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "train_curve.png").read_bytes() == drawn
+    assert plot(out).returncode == 0
+    assert sorted(os.listdir(out)) == ["train_curve.png", "train_log.jsonl"]  # the killed writer's temporary removed
+
+
+def test_a_resolved_config_cut_short_by_a_crash_is_rewritten(tmp_path):
+    out = tmp_path / "run"
+    assert driver("trainer", "maml", out, "-o", "runner.epochs=1").returncode == 0
+    (out / "config_resolved.yaml").write_text("runner: {seed: ")
+    again = driver("trainer", "maml", out, "-o", "runner.epochs=2")
+    assert again.returncode == 0, again.stderr
+    assert "runner:" in (out / "config_resolved.yaml").read_text() and epochs(out)[-1] == 1

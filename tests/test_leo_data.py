@@ -223,8 +223,9 @@ def test_a_feature_cache_write_removes_the_temporary_files_of_killed_writers(tmp
     """A writer killed between its write and its rename leaves PATH.tmp-PID; the next
     write removes those of processes that are gone and leaves a live writer's."""
     from models.common.readers import encoder_features_reader as reader
+    from models.lib import atomic_file
 
-    dead = next(pid for pid in range(4_000_000, 4_100_000) if not reader._alive(pid))
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not atomic_file._alive(pid))
     cache = tmp_path / "features" / "abc.npy"
     cache.parent.mkdir()
     orphan, live = cache.parent / f"abc.npy.tmp-{dead}", cache.parent / f"abc.npy.tmp-{os.getppid()}"

@@ -24,6 +24,7 @@ if not __package__:  # run as a script: make the project root importable
 from tools.utils import cli, distributed, memory, runtime, train_log, visual_log  # before Paddle: MKL
 from tools.utils.evaluation import ensemble_rows, evaluate_epoch, top_epochs
 from models.lib import checkpoint
+from models.lib.atomic_file import atomic_write
 
 
 def read_results(path, settings):
@@ -177,7 +178,6 @@ def write_results(out, results, say=print):
     naming OUT, the temporary file removed and the old results kept. Under an flock
     on OUT's folder the file is read again and RESULTS' epochs and ensembles merged
     into it, so two infers on one folder at once both keep what they evaluated."""
-    tmp = f"{out}.tmp-{os.getpid()}"
     try:
         folder = os.open(os.path.dirname(out) or ".", os.O_RDONLY)
         try:
@@ -187,17 +187,14 @@ def write_results(out, results, say=print):
                 for key in ("epochs", "ensembles"):
                     if key in latest or key in results:
                         results[key] = {**latest.get(key, {}), **results.get(key, {})}
-            with open(tmp, "w") as f:
+            with atomic_write(out) as f:  # the temporary file removed on any failure, Ctrl-C included
                 json.dump(results, f, indent=1)
                 f.flush()
-                os.fsync(f.fileno())
-            move_aside_other_settings(out, results.get("settings"), say)
-            os.replace(tmp, out)
+                os.fsync(f.fileno())  # whole on disk before the other settings' results move aside
+                move_aside_other_settings(out, results.get("settings"), say)
         finally:
             os.close(folder)  # releases the lock
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise OSError(f"cannot write the results to {out}: {e.strerror or e}; the results of epochs "
                       f"{', '.join(results['epochs'])} are lost, the file's earlier content is kept") from None
 

@@ -99,35 +99,12 @@ def _save(path, features):
     """Write the cache atomically (written, synced, renamed). A folder that cannot
     be written (read-only data, a full disk) gives one warning: the features are
     used uncached and computed again next time."""
-    _remove_orphans(path)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_write(path, "wb") as f:  # the temporary file removed also on Ctrl-C
             np.save(f, features)
     except OSError as e:
         print(f"warning: cannot cache the features in {path} ({e.strerror or e}); using them uncached")
-
-
-def _remove_orphans(path):
-    """Remove PATH.tmp-PID files whose process is gone (killed while writing)."""
-    folder, prefix = os.path.dirname(path) or ".", os.path.basename(path) + ".tmp-"
-    for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        pid = name[len(prefix):]
-        if name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
-            try:
-                os.remove(os.path.join(folder, name))
-            except OSError:
-                pass  # another process removed it first
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RecDataset(FeatureEpisodes):
