@@ -71,6 +71,11 @@ def load_maml(overrides=(), config="config_bigdata.yaml"):
 
 
 def worker_project(s, order, reps):
+    return timed(project_step(s, order), reps)
+
+
+def project_step(s, order):
+    """The project's training step for setting S, as a function of no arguments."""
     import numpy as np
 
     config, model_def = load_maml([
@@ -93,7 +98,7 @@ def worker_project(s, order, reps):
         optimizer.step()
         optimizer.clear_grad()
 
-    return timed(step, reps)
+    return step
 
 
 def worker_naive(s, order, reps):
@@ -162,6 +167,11 @@ def torch_forward(s, x, p):
 
 
 def worker_torch(s, order, reps):
+    return timed(torch_step(s, order), reps)
+
+
+def torch_step(s, order):
+    """The functional PyTorch reference step for setting S, as a function of no arguments."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -190,7 +200,7 @@ def worker_torch(s, order, reps):
         optimizer.step()
         float(loss)
 
-    return timed(step, reps)
+    return step
 
 
 def worker_eval(s, order, reps):
