@@ -257,3 +257,18 @@ def test_a_resolved_config_cut_short_by_a_crash_is_rewritten(tmp_path):
     again = driver("trainer", "maml", out, "-o", "runner.epochs=2")
     assert again.returncode == 0, again.stderr
     assert "runner:" in (out / "config_resolved.yaml").read_text() and epochs(out)[-1] == 1
+
+
+def test_two_plots_of_one_folder_at_once_both_finish_with_a_whole_file(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text("".join(
+        json.dumps({"epoch": 0, "iteration": i, "loss": 1.0 / i, "metrics": {"acc": 0.1 * i}}) + "\n"
+        for i in range(1, 4)))
+    args = [sys.executable, "tools/plot.py", "-m", "models/multitask/maml/config.yaml",
+            "-o", f"runner.model_save_path={out}", "-o", f"runner.infer_load_path={out}"]
+    both = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in both] == [0, 0]
+    assert (out / "train_curve.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert sorted(os.listdir(out)) == ["train_curve.png", "train_log.jsonl"]
