@@ -37,7 +37,8 @@ def driver(script, learner, out, *extra, inject=(), wait=True):
     if not wait:
         return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=sigint_as_in_a_terminal)
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=sigint_as_in_a_terminal)  # CI runs the suite in the background
 
 
 def epochs(out):
