@@ -46,7 +46,7 @@ def load():
     if _state["module"] is None and _state["error"] is None:
         try:
             _state["module"] = _compile()
-        except Exception as error:  # any build failure: compiler missing, headers, linker
+        except (RuntimeError, OSError, ImportError) as error:  # a failed build, an unwritable cache
             _state["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
     return _state["module"]
 
