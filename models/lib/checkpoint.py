@@ -66,6 +66,9 @@ def save(root, epoch, model, optimizer, trainer_state, network, folder=None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointWriteError(f"cannot write the checkpoint of epoch {epoch} to {final}: "
                                    f"{e.strerror or e}; the checkpoints saved before are untouched") from None
+    except BaseException:  # Ctrl-C or SIGTERM in the middle of the write: no half-written folder left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if os.path.exists(final):  # a rerun replaces an old checkpoint of the same epoch
         old = os.path.join(root, f".old-{folder or epoch}-{os.getpid()}")
         os.replace(final, old)
